@@ -1,0 +1,27 @@
+# Install order matters here: torch first (a local wheel on our machines), then basicsr 1.4.2 without
+# build isolation (its setup.py imports torch; isolation would download a second torch), then us.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv test demo clean
+
+venv: $(BIN)/.converse-installed
+
+$(BIN)/.converse-installed: setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q --no-build-isolation basicsr==1.4.2
+	$(BIN)/pip install -q --no-build-isolation -e '.[test]'
+	touch $@
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+demo: venv
+	$(BIN)/python -m converse_plugin demo
+
+clean:
+	rm -rf $(VENV) experiments results tb_logger demo_data *.egg-info

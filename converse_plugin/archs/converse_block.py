@@ -1,0 +1,132 @@
+"""Blocks shared by the ConverseNet families: LayerNorm2d, the operator factory, ConverseBlock."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from converse_plugin.ops import Converse2D
+
+OPERATORS = ('converse', 'conv', 'convt')
+
+
+class LayerNorm2d(nn.Module):
+    """Per-pixel LayerNorm over channels: (x - mean) / sqrt(var + eps) * weight + bias.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W). Biased variance; ``weight`` ones, ``bias`` zeros, shape (C,).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class DepthwiseConvUp(nn.Module):
+    """The 'Conv-' ablation: nearest upsampling by ``scale`` (if > 1), then a depthwise k x k Conv2d
+    with 'same' output size and the given padding mode. Parameters ``weight`` (C, 1, k, k), ``bias`` (C,).
+    Shapes: (B, C, H, W) -> (B, C, s*H, s*W)."""
+
+    def __init__(self, channels: int, kernel_size: int, scale: int = 1, padding_mode: str = 'zeros') -> None:
+        super().__init__()
+        self.scale = scale
+        self.conv = nn.Conv2d(channels, channels, kernel_size, padding='same', groups=channels,
+                              padding_mode=padding_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale > 1:
+            x = F.interpolate(x, scale_factor=self.scale, mode='nearest')
+        return self.conv(x)
+
+
+class DepthwiseConvTranspose(nn.Module):
+    """The 'ConvT-' ablation: a depthwise ConvTranspose2d (stride ``scale``), centre-cropped to exactly
+    (s*H, s*W). Shapes: (B, C, H, W) -> (B, C, s*H, s*W)."""
+
+    def __init__(self, channels: int, kernel_size: int, scale: int = 1) -> None:
+        super().__init__()
+        self.scale = scale
+        self.kernel_size = kernel_size
+        self.convt = nn.ConvTranspose2d(channels, channels, kernel_size, stride=scale, groups=channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.convt(x)  # (H - 1) s + k
+        target_h, target_w = x.shape[-2] * self.scale, x.shape[-1] * self.scale
+        extra = self.kernel_size - self.scale  # may be negative when k < s
+        if extra < 0:
+            out = F.pad(out, (0, -extra, 0, -extra))
+            extra = 0
+        top = extra // 2
+        return out[..., top:top + target_h, top:top + target_w]
+
+
+def make_operator(operator: str, channels: int, kernel_size: int, scale: int = 1, padding: int = 2,
+                  padding_mode: str = 'circular', eps: float = 1e-5) -> nn.Module:
+    """Build the depthwise (up)sampling operator named by ``operator``: 'converse' | 'conv' | 'convt'.
+
+    All three map (B, C, H, W) -> (B, C, s*H, s*W) and have C*k*k + C parameters, so the paper's
+    Conv-/ConvT- ablations are one option away.
+    """
+    if operator == 'converse':
+        return Converse2D(channels, channels, kernel_size, scale=scale, padding=padding,
+                          padding_mode=padding_mode, eps=eps)
+    if operator == 'conv':
+        return DepthwiseConvUp(channels, kernel_size, scale, padding_mode=padding_mode)
+    if operator == 'convt':
+        return DepthwiseConvTranspose(channels, kernel_size, scale)
+    raise ValueError(f'operator must be one of {OPERATORS}, got {operator!r}')
+
+
+class ConverseBlock(nn.Module):
+    """The reverse-convolution block (spec §2): two pre-norm residual branches, expansion 2.
+
+        x = x + a1 * conv1(x),  conv1 = [LN, 1x1 C->2C, GELU, Converse2D(2C, k, s=1), GELU, 1x1 2C->C]
+        x = x + a2 * conv2(x),  conv2 = [LN, 1x1 C->2C, GELU, 1x1 2C->C]
+
+    a1 = a2 = 1 unless ``gated``, in which case they are learnable ``alpha1``/``alpha2`` (1, C, 1, 1),
+    initialised at 0. ``operator`` swaps Converse2D for a depthwise Conv2d or ConvTranspose2d.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, in_channels: int = 64, out_channels: int | None = None, kernel_size: int = 3,
+                 padding: int = 2, padding_mode: str = 'circular', eps: float = 1e-5, gated: bool = False,
+                 operator: str = 'converse', expansion: int = 2) -> None:
+        super().__init__()
+        out_channels = in_channels if out_channels is None else out_channels
+        if out_channels != in_channels:
+            raise ValueError(f'ConverseBlock is residual: out_channels ({out_channels}) must equal '
+                             f'in_channels ({in_channels})')
+        hidden = expansion * in_channels
+        self.conv1 = nn.Sequential(
+            LayerNorm2d(in_channels),
+            nn.Conv2d(in_channels, hidden, 1),
+            nn.GELU(),
+            make_operator(operator, hidden, kernel_size, 1, padding, padding_mode, eps),
+            nn.GELU(),
+            nn.Conv2d(hidden, in_channels, 1),
+        )
+        self.conv2 = nn.Sequential(
+            LayerNorm2d(in_channels),
+            nn.Conv2d(in_channels, hidden, 1),
+            nn.GELU(),
+            nn.Conv2d(hidden, in_channels, 1),
+        )
+        self.gated = gated
+        if gated:
+            self.alpha1 = nn.Parameter(torch.zeros(1, in_channels, 1, 1))
+            self.alpha2 = nn.Parameter(torch.zeros(1, in_channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            x = x + self.alpha1 * self.conv1(x)
+            return x + self.alpha2 * self.conv2(x)
+        x = x + self.conv1(x)
+        return x + self.conv2(x)

@@ -1,0 +1,40 @@
+"""The ``basicsr`` command (and ``python -m converse_plugin``): a thin dispatcher.
+
+Each subcommand lives in ``converse_plugin/tools/<module>.py`` and exposes ``main(argv) -> int``;
+this file only maps names to modules, so adding a command is one line in ``COMMANDS``.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module under converse_plugin.tools, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    'train': ('train', 'train from a BasicSR option file: basicsr train -opt FILE [BasicSR flags]'),
+    'test': ('test', 'evaluate from a BasicSR option file: basicsr test -opt FILE [BasicSR flags]'),
+    'demo': ('demo', 'train and validate a small ConverseDnCNN on the CPU (no network needed)'),
+}
+
+
+def _usage() -> str:
+    lines = ['usage: basicsr COMMAND [ARGS]', '', 'commands:']
+    lines += [f'  {name:<14} {text}' for name, (_, text) in COMMANDS.items()]
+    lines += ['', "run 'basicsr COMMAND -h' for the options of a command"]
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ('-h', '--help', 'help'):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"basicsr: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f'converse_plugin.tools.{COMMANDS[name][0]}')
+    return int(module.main(rest) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

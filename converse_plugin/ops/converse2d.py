@@ -1,0 +1,94 @@
+"""The Converse2D module: owns the parameters, calls :func:`converse_plugin.ops.functional.converse2d`."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from converse_plugin.ops.functional import PADDING_MODES, converse2d, converse_filter, converse_lambda, pad_input
+
+
+class Converse2D(nn.Module):
+    """Reverse convolution: a depthwise, optionally upscaling, closed-form deconvolution layer.
+
+    Args:
+        in_channels, out_channels: must be equal (the operator is depthwise).
+        kernel_size: k, any integer >= 1 (odd or even).
+        scale: integer upscaling factor s >= 1.
+        padding: p, padded before the transform, p * s cropped after (the authors recommend k - 1).
+        padding_mode: 'circular', 'replicate', 'reflect' or 'zeros'.
+        eps: added to lam = sigmoid(bias - 9).
+
+    Parameters: ``weight`` (1, C, k, k), initialised as a per-channel softmax of N(0, 1) samples;
+    ``bias`` (1, C, 1, 1), zeros.
+
+    Shapes: (B, C, H, W) -> (B, C, s*H, s*W).
+
+    Example:
+        >>> layer = Converse2D(8, 8, kernel_size=3, scale=2, padding=2)
+        >>> layer(torch.rand(1, 8, 16, 16)).shape
+        torch.Size([1, 8, 32, 32])
+
+    In eval mode (or under ``torch.no_grad``) the kernel-dependent filter is cached per input size and
+    recomputed whenever ``weight`` or ``bias`` change.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, scale: int = 1,
+                 padding: int = 2, padding_mode: str = 'circular', eps: float = 1e-5) -> None:
+        super().__init__()
+        if in_channels != out_channels:
+            raise ValueError(f'Converse2D is depthwise: in_channels ({in_channels}) must equal '
+                             f'out_channels ({out_channels})')
+        if not isinstance(kernel_size, int) or kernel_size < 1:
+            raise ValueError(f'kernel_size must be an integer >= 1, got {kernel_size!r}')
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+            raise ValueError(f'scale must be an integer >= 1, got {scale!r}')
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f'padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}')
+        if not isinstance(padding, int) or padding < 0:
+            raise ValueError(f'padding must be an integer >= 0, got {padding!r}')
+        if eps <= 0:
+            raise ValueError(f'eps must be > 0, got {eps!r}')
+        self.in_channels = self.out_channels = in_channels
+        self.kernel_size = kernel_size
+        self.scale = scale
+        self.padding = padding
+        self.padding_mode = padding_mode
+        self.eps = eps
+        self.weight = nn.Parameter(torch.softmax(torch.randn(1, in_channels, kernel_size * kernel_size), dim=-1)
+                                   .view(1, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(1, in_channels, 1, 1))
+        self._cache: tuple | None = None
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, scale={self.scale}, '
+                f'padding={self.padding}, padding_mode={self.padding_mode!r}, eps={self.eps}')
+
+    def _filter(self, height: int, width: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """Cached filter for inference; None when gradients are needed (computed inside the graph)."""
+        if torch.is_grad_enabled() and (self.weight.requires_grad or self.bias.requires_grad):
+            self._cache = None
+            return None
+        key = (height, width, dtype, self.weight.device, self.weight._version, self.bias._version,
+               self.weight.data_ptr(), self.bias.data_ptr())
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        with torch.no_grad():
+            filt = converse_filter(self.weight.to(dtype), converse_lambda(self.bias, self.eps).to(dtype),
+                                   self.scale, height, width)
+        self._cache = (key, filt)
+        return filt
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, s*H, s*W)."""
+        if x.dim() != 4:
+            raise ValueError(f'Converse2D expects a 4-D input (B, C, H, W), got shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'Converse2D expects {self.in_channels} channels, got input of shape {tuple(x.shape)}')
+        height, width = x.shape[-2] + 2 * self.padding, x.shape[-1] + 2 * self.padding
+        dtype = torch.float64 if torch.float64 in (x.dtype, self.weight.dtype) else torch.float32
+        filt = None
+        if not self.training or not torch.is_grad_enabled():
+            pad_input(x[:1, :1, :, :], self.padding, self.padding_mode)  # validates before caching
+            filt = self._filter(height, width, dtype)
+        return converse2d(x, self.weight, converse_lambda(self.bias, self.eps), self.scale, self.padding,
+                          self.padding_mode, filt=filt)

@@ -1,0 +1,229 @@
+"""Reverse convolution (Converse2D), functional core. No BasicSR imports: usable in any PyTorch code.
+
+Notation (spec §1): per channel, X* = argmin_X ||Y - (X (*) K)|s||^2 + lam ||X - X0||^2 with circular
+boundary on the padded grid, X0 the nearest-neighbour upsampling of Y (Y itself for s = 1).
+
+Everything that depends only on the kernel, lam and the grid collapses into one transfer function G
+(derivation in ``docs``-style comments below), so that the whole operator is
+
+    X* = irfft2( tile_s(FFT(Y)) * G ),    G = Bhat + conj(F_K) * tile_s( (1 - E) / (D + lam) )
+
+with F_K the kernel's optical transfer function on the (sH, sW) grid, Bhat the transform of the s x s
+box that nearest-neighbour upsampling applies, D = mean_blocks(|F_K|^2), E = mean_blocks(F_K * Bhat).
+For s = 1 this is G = (conj(F_K) + lam) / (|F_K|^2 + lam). Derivation: with L = FFT(Y up) (conj F_K +
+lam Bhat) and FFT(Y up) the small spectrum tiled, (F_K L)|s = FFT(Y) (D + lam E); substituting into
+the spec's closed form and simplifying gives the expression for G, without any division by lam.
+
+Cost: one real FFT of the (small) input, one inverse real FFT of the output, and a filter computed from
+k x k kernels by two small DFT matrix products (no batch dimension). A custom autograd Function keeps
+only the input spectrum and G for the backward pass, with the analytic adjoints.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+PADDING_MODES = ('circular', 'replicate', 'reflect', 'zeros')
+
+
+def converse_lambda(bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """lam_c = sigmoid(b_c - 9) + eps, the per-channel regularisation weight of spec §1."""
+    return torch.sigmoid(bias - 9.0) + eps
+
+
+def check_padding(height: int, width: int, padding: int, padding_mode: str) -> None:
+    """Raise ValueError when ``padding_mode`` cannot pad an (height, width) input by ``padding``."""
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f'padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}')
+    if padding < 0:
+        raise ValueError(f'padding must be >= 0, got {padding}')
+    if padding == 0:
+        return
+    if padding_mode == 'reflect' and (padding >= height or padding >= width):
+        raise ValueError(f"padding_mode 'reflect' needs padding < input size: padding {padding} "
+                         f'for an input of {height}x{width} (needs height and width >= {padding + 1})')
+    if padding_mode == 'circular' and (padding > height or padding > width):
+        raise ValueError(f"padding_mode 'circular' needs padding <= input size: padding {padding} "
+                         f'for an input of {height}x{width} (needs height and width >= {padding})')
+
+
+def pad_input(x: torch.Tensor, padding: int, padding_mode: str) -> torch.Tensor:
+    """Pad (B, C, H, W) by ``padding`` on every side with ``padding_mode`` (checked first)."""
+    check_padding(x.shape[-2], x.shape[-1], padding, padding_mode)
+    if padding == 0:
+        return x
+    mode = 'constant' if padding_mode == 'zeros' else padding_mode
+    return F.pad(x, (padding, ) * 4, mode=mode)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The transfer function G (kernel-only; no batch of images involved)
+# ----------------------------------------------------------------------------------------------------
+def _dft_matrix(n: int, cols: int, offset: int, count: int, dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:
+    """(cols, count) matrix M[u, a] = exp(-2 pi i u (a - offset) / n), exact phases (integer mod n)."""
+    u = torch.arange(cols, device=device, dtype=torch.int64)[:, None]
+    a = torch.arange(count, device=device, dtype=torch.int64)[None, :] - offset
+    phase = torch.remainder(u * a, n).to(torch.float64) * (-2.0 * math.pi / n)
+    return torch.polar(torch.ones_like(phase), phase).to(dtype)
+
+
+def kernel_otf(weight: torch.Tensor, height: int, width: int, half: bool = False) -> torch.Tensor:
+    """psf2otf: the DFT of each k x k kernel zero-padded to (height, width), centre rolled to (0, 0).
+
+    Args:
+        weight: (..., k, k) real kernels.
+        half: return only the first width // 2 + 1 columns (the rfft2 layout).
+    Returns:
+        (..., height, width or width // 2 + 1) complex.
+    """
+    kh, kw = weight.shape[-2:]
+    if kh > height or kw > width:
+        raise ValueError(f'kernel {kh}x{kw} is larger than the padded grid {height}x{width}; '
+                         'use a larger input or padding')
+    cdtype = torch.complex128 if weight.dtype == torch.float64 else torch.complex64
+    eh = _dft_matrix(height, height, kh // 2, kh, cdtype, weight.device)
+    ew = _dft_matrix(width, width // 2 + 1 if half else width, kw // 2, kw, cdtype, weight.device)
+    return eh @ weight.to(cdtype) @ ew.transpose(0, 1)
+
+
+def _box_otf(scale: int, height: int, width: int, cdtype: torch.dtype, device) -> torch.Tensor:
+    """Transform of the s x s box with ones at [0, s) x [0, s): nearest upsampling = (Y up) (*) box."""
+    bh = _dft_matrix(height, height, 0, scale, cdtype, device).sum(-1)
+    bw = _dft_matrix(width, width, 0, scale, cdtype, device).sum(-1)
+    return bh[:, None] * bw[None, :]
+
+
+def _block_mean(a: torch.Tensor, scale: int) -> torch.Tensor:
+    """Mean of the s x s blocks of (..., s*h, s*w): the spec's A (down-arrow) s."""
+    *lead, sh, sw = a.shape
+    h, w = sh // scale, sw // scale
+    return a.reshape(*lead, scale, h, scale, w).mean(dim=(-4, -2))
+
+
+def converse_filter(weight: torch.Tensor, lam: torch.Tensor, scale: int, height: int,
+                    width: int) -> torch.Tensor:
+    """The transfer function G of the operator, in rfft2 layout.
+
+    Args:
+        weight: (Bk, C, k, k) kernels (Bk = 1 for a shared kernel, or the batch size).
+        lam: broadcastable to (Bk, C, 1, 1), positive.
+        scale: integer s >= 1.
+        height, width: the padded input size (h, w); the output grid is (s*h, s*w).
+    Returns:
+        (Bk, C, s*h, s*w // 2 + 1) complex.
+    """
+    sh, sw = scale * height, scale * width
+    if scale == 1:
+        fk = kernel_otf(weight, sh, sw, half=True)
+        # G = 1 + conj(F)(1 - F) / (|F|^2 + lam)  ==  (conj F + lam) / (|F|^2 + lam)
+        return (fk.conj() + lam) / (fk.real.square() + fk.imag.square() + lam)
+    fk = kernel_otf(weight, sh, sw)
+    box = _box_otf(scale, sh, sw, fk.dtype, fk.device)
+    d = _block_mean(fk.real.square() + fk.imag.square(), scale)
+    e = _block_mean(fk * box, scale)
+    ratio = (1 - e) / (d + lam)
+    ratio = ratio.repeat(*([1] * (ratio.dim() - 2)), scale, scale)
+    g = box + fk.conj() * ratio
+    return g[..., :sw // 2 + 1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Applying G to a batch: custom autograd with analytic adjoints
+# ----------------------------------------------------------------------------------------------------
+def _input_spectrum(y: torch.Tensor, scale: int) -> torch.Tensor:
+    """rfft2 of the zero-inserted input (B, C, s*h, s*w // 2 + 1), from a transform of the small input."""
+    if scale == 1:
+        return torch.fft.rfft2(y)
+    h, w = y.shape[-2:]
+    spec = torch.fft.fft2(y)  # (B, C, h, w): the spectrum of Y up is this, tiled s x s
+    cols = scale * w // 2 + 1
+    reps = -(-cols // w)
+    spec = spec.repeat(1, 1, scale, reps)
+    return spec[..., :cols]
+
+
+def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum broadcast dimensions of ``t`` so it has ``shape`` (the reverse of broadcasting)."""
+    dims = [i for i, (a, b) in enumerate(zip(t.shape, shape)) if b == 1 and a != 1]
+    return t.sum(dim=dims, keepdim=True) if dims else t
+
+
+class _ApplyFilter(torch.autograd.Function):
+    """out = irfft2(S(y) * g) where S(y) is the zero-inserted input's half spectrum (see above)."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, g: torch.Tensor, scale: int) -> torch.Tensor:
+        sh, sw = scale * y.shape[-2], scale * y.shape[-1]
+        spec = _input_spectrum(y, scale)
+        out = torch.fft.irfft2(spec * g, s=(sh, sw))
+        ctx.scale = scale
+        ctx.grid = (sh, sw)
+        ctx.save_for_backward(spec if g.requires_grad else None, g)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        spec, g = ctx.saved_tensors
+        scale, (sh, sw) = ctx.scale, ctx.grid
+        grad_spec = torch.fft.rfft2(grad_out)
+        grad_y = grad_g = None
+        if ctx.needs_input_grad[0]:
+            # the map y -> out is a real circular convolution of (y up) with irfft2(g): its adjoint is the
+            # correlation with the same kernel, followed by taking the pixels (0::s, 0::s).
+            grad_y = torch.fft.irfft2(grad_spec * g.conj(), s=(sh, sw))
+            if scale > 1:
+                grad_y = grad_y[..., ::scale, ::scale].contiguous()
+        if ctx.needs_input_grad[1]:
+            # adjoint of irfft2 on a half spectrum (PyTorch's convention): rfft2 / N, interior
+            # columns counted twice (they stand for their conjugate twins).
+            prod = _sum_to(grad_spec * spec.conj(), g.shape)
+            weight = torch.full((prod.shape[-1], ), 2.0, dtype=grad_out.dtype, device=grad_out.device)
+            weight[0] = 1.0
+            if sw % 2 == 0:
+                weight[-1] = 1.0
+            grad_g = prod * (weight / (sh * sw))
+        return grad_y, grad_g, None
+
+
+def converse2d(x: torch.Tensor,
+               weight: torch.Tensor,
+               lam: torch.Tensor,
+               scale: int = 1,
+               padding: int = 2,
+               padding_mode: str = 'circular',
+               filt: torch.Tensor | None = None) -> torch.Tensor:
+    """Reverse convolution of ``x`` (spec §1), computed in float32 or float64.
+
+    Args:
+        x: (B, C, H, W) input Y.
+        weight: (1 or B, C, k, k) kernels K (per channel, optionally per sample).
+        lam: positive regularisation, broadcastable to (1 or B, C, 1, 1).
+        scale: integer upscaling factor s >= 1.
+        padding: pixels padded on every side before the transform (cropped as p * s after).
+        padding_mode: 'circular', 'replicate', 'reflect' or 'zeros'.
+        filt: a precomputed :func:`converse_filter` for this grid (used by the module's eval cache).
+    Returns:
+        (B, C, s*H, s*W), dtype float32 (or float64 for float64 inputs), whatever autocast says.
+    """
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+        raise ValueError(f'scale must be an integer >= 1, got {scale!r}')
+    if x.dim() != 4:
+        raise ValueError(f'Converse2D expects a 4-D input (B, C, H, W), got shape {tuple(x.shape)}')
+    if weight.dim() != 4 or weight.shape[1] != x.shape[1] or weight.shape[0] not in (1, x.shape[0]):
+        raise ValueError(f'kernel shape {tuple(weight.shape)} does not fit input {tuple(x.shape)}: '
+                         f'expected (1 or {x.shape[0]}, {x.shape[1]}, k, k)')
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        dtype = torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
+        x = x.to(dtype)
+        y = pad_input(x, padding, padding_mode)
+        h, w = y.shape[-2:]
+        if filt is None:
+            filt = converse_filter(weight.to(dtype), lam.to(dtype), scale, h, w)
+        out = _ApplyFilter.apply(y.contiguous(), filt, scale)
+        if padding:
+            c = padding * scale
+            out = out[..., c:out.shape[-2] - c, c:out.shape[-1] - c]
+        return out
