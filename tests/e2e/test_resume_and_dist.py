@@ -1,0 +1,151 @@
+"""Interrupted training resumed with ``--auto_resume`` from another directory, a user's own train.py
+calling BasicSR's ``train_pipeline``, and two-process distributed training on the CPU."""
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import sys
+
+import torch
+
+from tests.e2e.helpers import check_ok, experiment_log, make_images, run_cli, tiny_overrides, train_options
+
+OPTION = 'train_ConverseDnCNN_gray_sigma25.yml'
+NAME = 'train_ConverseDnCNN_gray_sigma25'
+
+# Kills its own process (SIGKILL: no cleanup, like a lost node) right after the first checkpoint.
+KILL_AFTER_FIRST_CHECKPOINT = '''
+import os, signal, sys
+import converse_plugin
+from basicsr.models.sr_model import SRModel
+from converse_plugin.cli import main
+
+_save = SRModel.save
+
+def save(self, epoch, current_iter):
+    _save(self, epoch, current_iter)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+SRModel.save = save
+sys.exit(main())
+'''
+
+# A user's own train.py, as in BasicSR's README: import the plugin, then BasicSR's pipeline.
+USER_TRAIN_PY = '''
+from os import path as osp
+
+import converse_plugin  # noqa: F401  (registers the archs, datasets, models; patches BasicSR)
+from basicsr.train import train_pipeline
+
+if __name__ == '__main__':
+    train_pipeline(osp.dirname(osp.abspath(__file__)))
+'''
+
+# Every rank saves its own net_g after model creation and at the end, to compare the ranks.
+SAVE_EVERY_RANK = '''
+import os, sys
+import torch
+import torch.distributed as dist
+import converse_plugin
+from basicsr.models.sr_model import SRModel
+from converse_plugin.cli import main
+
+OUT = os.environ['RANK_STATES']
+_init, _save = SRModel.init_training_settings, SRModel.save
+
+def dump(model, tag):
+    net = model.get_bare_model(model.net_g)
+    torch.save(net.state_dict(), os.path.join(OUT, f'{tag}_rank{dist.get_rank()}.pth'))
+
+def init_training_settings(self):
+    assert isinstance(self.net_g, torch.nn.parallel.DistributedDataParallel)
+    dump(self, 'init')
+    _init(self)
+
+def save(self, epoch, current_iter):
+    _save(self, epoch, current_iter)
+    if current_iter == -1:
+        dump(self, 'final')
+
+SRModel.init_training_settings, SRModel.save = init_training_settings, save
+sys.exit(main())
+'''
+
+
+def _overrides(data: str, **extra) -> list[str]:
+    return tiny_overrides(**{'datasets:train:dataroot_gt': data, 'datasets:val:dataroot_gt': data, **extra})
+
+
+def test_killed_run_resumes_from_another_directory(tmp_path):
+    data = make_images(str(tmp_path / 'images'), n=4, size=48)
+    root, elsewhere = tmp_path / 'root', tmp_path / 'elsewhere'
+    root.mkdir()
+    elsewhere.mkdir()
+    script = tmp_path / 'kill_after_checkpoint.py'
+    script.write_text(KILL_AFTER_FIRST_CHECKPOINT)
+    overrides = _overrides(data, **{'train:total_iter': 6, 'logger:save_checkpoint_freq': 2})
+
+    # first run: experiments/ under the working directory (the default root); killed at iteration 2
+    killed = run_cli(['train', '-opt', train_options(OPTION), '--force_yml', *overrides], cwd=str(root),
+                     script=str(script))
+    assert killed.returncode == -9, killed.stdout[-3000:]
+    states = root / 'experiments' / NAME / 'training_states'
+    assert sorted(os.listdir(states)) == ['2.state']
+    assert not (root / 'experiments' / NAME / 'models' / 'net_g_latest.pth').exists()
+
+    # second run: another working directory, the same root given with --root
+    out = check_ok(run_cli(['train', '-opt', train_options(OPTION), '--auto_resume', '--root', str(root),
+                            '--force_yml', *overrides], cwd=str(elsewhere)))
+    assert os.listdir(elsewhere) == [], 'the resumed run wrote into its working directory'
+    assert 'Resuming training from epoch: ' in out and 'iter: 2.' in out
+    assert sorted(os.listdir(states)) == ['2.state', '4.state', '6.state']
+    assert (root / 'experiments' / NAME / 'models' / 'net_g_latest.pth').is_file()
+    assert not glob.glob(str(root / 'experiments' / f'{NAME}_archived_*')), 'resume must not archive the run'
+    log = experiment_log(str(root), NAME)
+    assert 'Start training from epoch: ' in log and ', iter: 2\n' in log
+    assert 'iter:       6,' in log and 'iter:       3,' in log and 'iter:       2,' not in log
+    assert 'End of training' in log
+
+
+def test_user_train_script_with_train_pipeline(tmp_path):
+    data = make_images(str(tmp_path / 'images'), n=4, size=48)
+    project, elsewhere = tmp_path / 'project', tmp_path / 'elsewhere'
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / 'train.py').write_text(USER_TRAIN_PY)
+    check_ok(run_cli(['-opt', train_options(OPTION), '--force_yml', *_overrides(data)], cwd=str(elsewhere),
+                     script=str(project / 'train.py')))
+    assert (project / 'experiments' / NAME / 'models' / 'net_g_latest.pth').is_file()
+    assert os.listdir(elsewhere) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path):
+    data = make_images(str(tmp_path / 'images'), n=4, size=48)
+    states = tmp_path / 'states'
+    states.mkdir()
+    script = tmp_path / 'save_every_rank.py'
+    script.write_text(SAVE_EVERY_RANK)
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}']
+    overrides = _overrides(data, **{'datasets:train:batch_size_per_gpu': 1})
+    out = check_ok(run_cli([str(script), 'train', '-opt', train_options(OPTION), '--launcher', 'pytorch', '--root',
+                            str(tmp_path / 'root'), '--force_yml', *overrides],
+                           cwd=str(tmp_path), launcher=torchrun, env={'RANK_STATES': str(states)}))
+    assert 'World size (gpu number): 2' in out
+
+    init = [torch.load(states / f'init_rank{r}.pth') for r in (0, 1)]
+    final = [torch.load(states / f'final_rank{r}.pth') for r in (0, 1)]
+    # seeds differ per rank (manual_seed + rank): DDP's broadcast makes the start identical ...
+    assert all(torch.equal(init[0][k], init[1][k]) for k in init[0])
+    # ... each rank trained on other samples, the averaged gradients keep the ranks identical ...
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
+    # ... and training did move the weights
+    assert any(not torch.equal(init[0][k], final[0][k]) for k in init[0])
+    saved = torch.load(tmp_path / 'root' / 'experiments' / NAME / 'models' / 'net_g_latest.pth')['params']
+    assert all(torch.equal(saved[k], final[0][k]) for k in saved)
