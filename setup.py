@@ -18,12 +18,14 @@ setup(
         'basicsr==1.4.2',
         'mmengine',
         'lpips',
+        'matplotlib',  # basicsr compare's quality-vs-cost chart
         'opencv-python',
         'pyyaml',
         'numpy',
         'scipy',
         'tqdm',
     ],
-    extras_require={'test': ['pytest', 'hypothesis']},
+    extras_require={'test': ['pytest', 'hypothesis', 'onnx', 'onnxscript', 'onnxruntime', 'safetensors'],
+                    'export': ['onnx', 'onnxscript', 'onnxruntime', 'safetensors']},
     entry_points={'console_scripts': ['basicsr=converse_plugin.cli:main']},
 )

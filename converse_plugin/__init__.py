@@ -11,20 +11,11 @@ _compat.apply_all()
 from converse_plugin.ops import Converse2D, converse2d  # noqa: E402
 from converse_plugin import archs  # noqa: E402,F401  (registers architectures)
 from converse_plugin.archs.converse_block import ConverseBlock, LayerNorm2d  # noqa: E402
+from converse_plugin.archs.converse_upsampler import ConverseUpsampler  # noqa: E402
+from converse_plugin.archs.convert import ConversionReport, ConvertOptions, LoadReport, convert_to_converse  # noqa: E402
+from converse_plugin.archs.converted_arch import ConverseConverted  # noqa: E402  (registers the YAML type)
+from converse_plugin import data, metrics, models  # noqa: E402,F401  (register datasets, metrics, models)
 
 __version__ = '0.1.0'
-__all__ = ['Converse2D', 'converse2d', 'ConverseBlock', 'LayerNorm2d', '__version__']
-
-
-def _register_optional() -> None:
-    # data/models/metrics register on import; they are added as they land.
-    import importlib
-    for sub in ('data', 'models', 'metrics'):
-        try:
-            importlib.import_module(f'converse_plugin.{sub}')
-        except ModuleNotFoundError as err:  # only tolerate a missing subpackage, not a broken one
-            if err.name != f'converse_plugin.{sub}':
-                raise
-
-
-_register_optional()
+__all__ = ['Converse2D', 'converse2d', 'ConverseBlock', 'LayerNorm2d', 'ConverseUpsampler', 'convert_to_converse',
+           'ConvertOptions', 'ConversionReport', 'LoadReport', 'ConverseConverted', '__version__']

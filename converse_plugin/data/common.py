@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch.utils import data as data
 
+from converse_plugin.utils.errors import DataError, DataFileNotFoundError
+
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.webp')
 COLORS = {'rgb': cv2.IMREAD_COLOR, 'gray': cv2.IMREAD_GRAYSCALE}
 
@@ -119,7 +121,7 @@ def random_crop(img: np.ndarray, size: int, rng: np.random.Generator, path: str 
     """
     h, w = img.shape[:2]
     if h < size or w < size:
-        raise ValueError(f'Image {path} is {h}x{w} (HxW), smaller than gt_size {size}x{size}; remove it or '
+        raise DataError(f'Image {path} is {h}x{w} (HxW), smaller than gt_size {size}x{size}; remove it or '
                          'lower gt_size')
     top = int(rng.integers(0, (h - size) // align + 1)) * align
     left = int(rng.integers(0, (w - size) // align + 1)) * align
@@ -155,11 +157,11 @@ def list_images(folder: str, key: str = 'dataroot_gt') -> list[str]:
     both messages name ``key`` and the path.
     """
     if not osp.isdir(folder):
-        raise FileNotFoundError(f"'{key}': folder {folder} does not exist")
+        raise DataFileNotFoundError(f"'{key}': folder {folder} does not exist")
     paths = sorted(osp.join(folder, name) for name in os.listdir(folder)
                    if name.lower().endswith(IMG_EXTENSIONS) and osp.isfile(osp.join(folder, name)))
     if not paths:
-        raise ValueError(f"'{key}': folder {folder} contains no image files ({', '.join(IMG_EXTENSIONS)})")
+        raise DataError(f"'{key}': folder {folder} contains no image files ({', '.join(IMG_EXTENSIONS)})")
     return paths
 
 
@@ -233,12 +235,12 @@ class GTImageDataset(data.Dataset):
         try:
             img_bytes = self.file_client.get(gt_path, 'gt')
         except OSError as err:
-            raise FileNotFoundError(f'Cannot read image file {gt_path}: {err}') from err
+            raise DataFileNotFoundError(f'Cannot read image file {gt_path}: {err}') from err
         if img_bytes is None:
             raise FileNotFoundError(f"Image key {gt_path} is not in lmdb {self.gt_folder} ('dataroot_gt')")
         img = cv2.imdecode(np.frombuffer(img_bytes, np.uint8), COLORS[self.color])
         if img is None:
-            raise ValueError(f'Cannot decode image file {gt_path}: not a readable image')
+            raise DataError(f'Cannot decode image file {gt_path}: not a readable image')
         if img.ndim == 2:
             img = img[..., None]
         else:
@@ -254,6 +256,16 @@ class GTImageDataset(data.Dataset):
             self._rng = np.random.default_rng(key[1])
             self._rng_key = key
         return self._rng
+
+    def get_rng_state(self) -> dict | None:
+        """The state of this process's training generator (None before its first draw), for exact resume."""
+        return None if self._rng is None else self._rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        """Continue the training generator from ``state`` (from :meth:`get_rng_state`) in this process."""
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state
+        self._rng_key = (os.getpid(), torch.initial_seed())
 
     def crop_and_augment(self, img: np.ndarray, path: str, align: int = 1) -> np.ndarray:
         """Training: random ``gt_size`` crop (top/left multiples of ``align``), then flips/rotation."""

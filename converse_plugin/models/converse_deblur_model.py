@@ -8,6 +8,9 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 
+from converse_plugin.models.training_speed import TrainingSpeedMixin
+from converse_plugin.utils.tiling import tiled_forward
+
 
 def forward_parameters(net: nn.Module) -> set[str]:
     """Names of the parameters of ``net.forward`` (of the wrapped module for DataParallel/DDP)."""
@@ -16,8 +19,12 @@ def forward_parameters(net: nn.Module) -> set[str]:
 
 
 @MODEL_REGISTRY.register()
-class ConverseDeblurModel(SRModel):
+class ConverseDeblurModel(TrainingSpeedMixin, SRModel):
     """SRModel that feeds ``data['kernel']`` to networks whose ``forward`` has a ``kernel`` parameter.
+
+    It also has the training options of :class:`~converse_plugin.models.training_speed.TrainingSpeedMixin`
+    (``train: amp``, ``train: compile``, ``path: save_format``), so any network gets them with
+    ``model_type: ConverseDeblurModel``.
 
     For such a network (e.g. ConverseUSRNet, ``forward(x, kernel, sf=1)``) every call of ``net_g`` and
     ``net_g_ema`` (training step, test, validation) becomes ``net(lq, kernel=self.kernel, sf=scale)``,
@@ -62,3 +69,44 @@ class ConverseDeblurModel(SRModel):
         super().feed_data(data)
         kernel = data.get('kernel')
         self.kernel = None if kernel is None else kernel.to(self.device)
+
+    def test(self) -> None:
+        """SRModel's test, or, with ``val: tile: {size: N, overlap: M}``, the same network run on overlapping
+        N x N tiles of ``lq`` (M pixels shared, blended), so memory is bounded by the tile size."""
+        size, overlap = tile_options(self.opt.get('val') or {})
+        if not size:
+            return super().test()
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = tiled_forward(net, self.lq, size, overlap, scale=int(self.opt.get('scale', 1)))
+        net.train(was_training)
+        return None
+
+
+def tile_options(val_opt: dict) -> tuple[int, int]:
+    """``val: tile`` as (size, overlap): absent or ``~`` -> (0, 0); ``{size: N, overlap: M}`` (overlap default
+    N // 8) or just N. Raises ValueError naming ``val:tile`` for anything else."""
+    tile = val_opt.get('tile')
+    if tile is None or tile is False:
+        return 0, 0
+    if isinstance(tile, int) and not isinstance(tile, bool):
+        tile = {'size': tile}
+    if not isinstance(tile, dict) or set(tile) - {'size', 'overlap'}:
+        raise ValueError(f"val:tile must be an integer or {{size: N, overlap: M}}, got {tile!r}")
+    size, overlap = tile.get('size'), tile.get('overlap', None)
+    overlap = max(size // 8, 0) if overlap is None and isinstance(size, int) else overlap
+    for key, value, low in (('size', size, 1), ('overlap', overlap, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f'val:tile:{key} must be an integer >= {low}, got {value!r}')
+    if overlap >= size:
+        raise ValueError(f'val:tile:overlap ({overlap}) must be smaller than val:tile:size ({size})')
+    return size, overlap
+
+
+@MODEL_REGISTRY.register()
+class ConverseModel(ConverseDeblurModel):
+    """The plugin's general model: SRModel plus tiled validation/test (``val: tile``), mixed precision and
+    ``torch.compile`` (``train: amp``, ``train: compile``), and the blur kernel fed to networks that take
+    one. Identical to :class:`ConverseDeblurModel`; the name says it is not only for deblurring."""

@@ -66,7 +66,6 @@ class Converse2D(nn.Module):
     def _filter(self, height: int, width: int, dtype: torch.dtype) -> torch.Tensor | None:
         """Cached filter for inference; None when gradients are needed (computed inside the graph)."""
         if torch.is_grad_enabled() and (self.weight.requires_grad or self.bias.requires_grad):
-            self._cache = None
             return None
         key = (height, width, dtype, self.weight.device, self.weight._version, self.bias._version,
                self.weight.data_ptr(), self.bias.data_ptr())

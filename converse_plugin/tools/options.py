@@ -30,14 +30,12 @@ from typing import Any
 import torch
 import yaml
 
+from converse_plugin.utils.errors import OptionError  # a user error; the message names the file or key
+
 __all__ = ['OptionError', 'build_parser', 'load_options', 'parse_force_yml_value', 'apply_force_yml',
            'resolve_root', 'parse_options', 'patched_argv']
 
 _SafeBase = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
-
-
-class OptionError(ValueError):
-    """A user error in an option file or on the command line; the message names the file or key."""
 
 
 class _OrderedSafeLoader(_SafeBase):  # type: ignore[misc, valid-type]
@@ -83,6 +81,9 @@ def load_options(path: str) -> OrderedDict:
             tag = (' Python object tags (!!python/...) are not allowed in option files: they would run '
                    'code while the file is read. Write plain values instead.')
         raise OptionError(f'{path}: {err.problem}{_where(err)}.{tag}') from None
+    except yaml.MarkedYAMLError as err:
+        context = f' {err.context}' if err.context else ''
+        raise OptionError(f'{path}: not valid YAML{_where(err)}: {err.problem}{context and ","}{context}') from None
     except yaml.YAMLError as err:
         raise OptionError(f'{path}: not valid YAML: {err}') from None
     if not isinstance(opt, dict):
@@ -201,6 +202,8 @@ def parse_options(root_path: str, is_train: bool = True, argv: Sequence[str] | N
     opt = load_options(args.opt)
     apply_force_yml(opt, args.force_yml)
     _check_required(opt, args.opt, is_train)
+    from converse_plugin.zoo import resolve_zoo_paths  # pretrain_network_g: zoo:NAME -> verified file
+    resolve_zoo_paths(opt, args.opt)
 
     # distributed settings
     if args.launcher == 'none':

@@ -11,11 +11,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from converse_plugin.tools.options import OptionError, build_parser, patched_argv
+from converse_plugin.tools.options import build_parser, patched_argv
+from converse_plugin.utils.errors import UserError, user_message
 
 
 def run(argv: Sequence[str], is_train: bool) -> int:
-    """Check ``argv`` (``-h`` and usage errors exit here), then run BasicSR's train or test pipeline on it."""
+    """Check ``argv`` (``-h`` and usage errors exit here), then run BasicSR's train or test pipeline on it.
+
+    A user error (:class:`~converse_plugin.utils.errors.UserError`: bad option file, data, checkpoint, or
+    NaN/Inf in training) ends the command with one line ``basicsr <command>: error: <message>`` on stderr
+    and the error's exit code (2; 3 for NaN/Inf in training), without a traceback.
+    """
     import basicsr.test
     import basicsr.train
 
@@ -26,9 +32,9 @@ def run(argv: Sequence[str], is_train: bool) -> int:
     try:
         with patched_argv(prog, argv):
             pipeline(os.getcwd())  # --root, if given, wins (compat patch 6)
-    except OptionError as err:
-        print(f'{prog}: error: {err}', file=sys.stderr)
-        return 2
+    except UserError as err:
+        print(f'{prog}: error: {user_message(err)}', file=sys.stderr, flush=True)
+        return err.exit_code
     return 0
 
 

@@ -38,7 +38,11 @@ CHECKPOINTS = {  # released checkpoint -> its test option files
 def test_every_folder_has_files():
     kinds = {osp.basename(osp.dirname(f)) for f in FILES}
     assert kinds == {'train', 'test', 'demo'}
-    assert len([f for f in FILES if '/train/' in f]) == 4 + len(ABLATIONS)
+    converted = [f for f in FILES if '/train/train_Converted' in f]  # the conversion wrapper's files (issue 8)
+    assert len(converted) == 4
+    cpu = [f for f in FILES if f.endswith('_cpu.yml')]  # the CPU recipe
+    assert len(cpu) == 1
+    assert len([f for f in FILES if '/train/' in f]) == 4 + len(ABLATIONS) + len(converted) + len(cpu)
 
 
 @pytest.mark.parametrize('path', FILES, ids=lambda p: osp.relpath(p, OPTIONS))

@@ -1,0 +1,139 @@
+"""Mixed precision, ``torch.compile`` and safetensors checkpoints for BasicSR models (a mixin).
+
+Option keys (all optional, all off by default):
+
+``train: amp``
+    ``false`` (default), ``bf16`` or ``fp16``. The training forward pass runs under
+    ``torch.autocast(dtype)``; losses are computed in float32 on the output cast back. ``fp16`` uses
+    ``torch.amp.GradScaler`` (dynamic loss scaling) and needs CUDA; ``bf16`` needs no scaling and also runs
+    on the CPU. Converse2D always computes in float32 (or float64) inside autocast, so only the
+    convolutions, norms and activations around it change precision. Validation and testing stay in float32.
+``train: compile``
+    ``false`` (default), ``true`` or a mapping of :func:`torch.compile` arguments (e.g. ``{mode:
+    max-autotune}``). The network is compiled in place (``nn.Module.compile``), so its state-dict names,
+    saving, EMA and resuming are unchanged.
+``path: save_format``
+    ``pth`` (default) or ``safetensors``: with ``safetensors``, every saved network is also written as
+    ``<models>/<label>_<iter>.safetensors`` (one state dict: ``params_ema`` when an EMA is kept, else
+    ``params``); the ``.pth`` is still written because resuming reads it.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from converse_plugin.utils.errors import OptionError
+
+__all__ = ['TrainingSpeedMixin', 'parse_amp', 'parse_compile']
+
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def parse_amp(value: Any, device: torch.device) -> torch.dtype | None:
+    """``train: amp`` -> the autocast dtype, or None when off. Raises OptionError for a bad value or fp16 without CUDA."""
+    if value in (None, False, 'false', 'False', 'off', 'none', 'fp32'):
+        return None
+    if value not in AMP_DTYPES:
+        raise OptionError(f'train:amp: expected false, bf16 or fp16, got {value!r}')
+    if value == 'fp16' and device.type != 'cuda':
+        raise OptionError(f'train:amp: fp16 needs CUDA (it trains with loss scaling, GradScaler), but the model runs '
+                          f'on {device.type}; use bf16 on the CPU, or false')
+    if value == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise OptionError('train:amp: bf16 is not supported by this GPU; use fp16 or false')
+    return AMP_DTYPES[value]
+
+
+def parse_compile(value: Any) -> dict | None:
+    """``train: compile`` -> keyword arguments for torch.compile, or None when off."""
+    if value in (None, False, 'false', 'False'):
+        return None
+    if value is True or value in ('true', 'True'):
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    raise OptionError(f'train:compile: expected true, false or a mapping of torch.compile arguments, got {value!r}')
+
+
+class TrainingSpeedMixin:
+    """Adds ``train: amp``, ``train: compile`` and ``path: save_format`` to an SRModel subclass.
+
+    Put it before the model in the bases: ``class M(TrainingSpeedMixin, SRModel)``. With every option
+    off, training runs SRModel's own ``optimize_parameters`` unchanged.
+    """
+
+    amp_dtype: torch.dtype | None = None
+    grad_scaler: Any = None
+
+    def init_training_settings(self) -> None:
+        train_opt = self.opt['train']
+        self.amp_dtype = parse_amp(train_opt.get('amp', False), self.device)
+        compile_kwargs = parse_compile(train_opt.get('compile', False))
+        save_format = self.opt['path'].get('save_format') or 'pth'
+        if save_format not in ('pth', 'safetensors'):
+            raise OptionError(f"path:save_format: expected 'pth' or 'safetensors', got {save_format!r}")
+        super().init_training_settings()
+        if self.amp_dtype is torch.float16:
+            self.grad_scaler = torch.amp.GradScaler('cuda')
+        if compile_kwargs is not None:
+            self.get_bare_model(self.net_g).compile(**compile_kwargs)
+        from basicsr.utils import get_root_logger
+        logger = get_root_logger()
+        if self.amp_dtype is not None:
+            logger.info(f'Mixed precision: autocast {self.amp_dtype} on {self.device.type}'
+                        + (' with GradScaler' if self.grad_scaler is not None else ''))
+        if compile_kwargs is not None:
+            logger.info(f'torch.compile: net_g compiled with {compile_kwargs or "default arguments"}')
+
+    def _pixel_losses(self) -> tuple[torch.Tensor, OrderedDict]:
+        """SRModel's losses (pixel, perceptual, style) on ``self.output`` and ``self.gt``."""
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(self.output, self.gt)
+            l_total += l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            if l_percep is not None:
+                l_total += l_percep
+                loss_dict['l_percep'] = l_percep
+            if l_style is not None:
+                l_total += l_style
+                loss_dict['l_style'] = l_style
+        return l_total, loss_dict
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        if self.amp_dtype is None:
+            return super().optimize_parameters(current_iter)
+        self.optimizer_g.zero_grad()
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
+            output = self.net_g(self.lq)
+        self.output = output.float()  # losses in float32
+        l_total, loss_dict = self._pixel_losses()
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(l_total).backward()
+            self.grad_scaler.step(self.optimizer_g)
+            self.grad_scaler.update()
+        else:
+            l_total.backward()
+            self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
+        super().save_network(net, net_label, current_iter, param_key)
+        if (self.opt['path'].get('save_format') or 'pth') != 'safetensors' or self.opt.get('rank', 0) != 0:
+            return
+        from converse_plugin.utils.checkpoint_io import save_state_dict_file
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        key = 'params_ema' if 'params_ema' in keys else keys[0]
+        chosen = nets[keys.index(key)]
+        label = 'latest' if current_iter == -1 else current_iter
+        path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.safetensors')
+        save_state_dict_file(self.get_bare_model(chosen).state_dict(), path,
+                             metadata={'param_key': key, 'arch': self.opt['network_g'].get('type', '')})

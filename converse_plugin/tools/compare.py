@@ -1,0 +1,317 @@
+"""``basicsr compare --models A B ... [--datasets D ...] --out DIR``: several models, the same test sets.
+
+A model is a test option file (its ``network_g``, ``path`` and ``model_type``; ``zoo:NAME`` checkpoints
+allowed) or a zoo name (``converse_dncnn``, ``kair_dncnn_sigma25``, ...; checkpoint from ``--zoo-dir``
+/ ``$CONVERSE_ZOO_DIR``). The test sets are, in this order: ``--datasets`` entries (an option file:
+all its ``datasets``; a folder: the first model's first test set with ``dataroot_gt`` replaced), else the
+first model's test sets. The metrics are the first model's ``val.metrics`` plus LPIPS (AlexNet; skip with
+``--no-lpips``). Every model sees the same degraded inputs (the datasets are deterministic) and is scored
+by the same code as ``basicsr test`` (BasicSR's model ``feed_data``/``test``/``tensor2img`` and
+``calculate_metric``), so the numbers equal that command's.
+
+Written to ``--out``: ``comparison.md`` and ``comparison.csv`` (one row per model and test set:
+metrics, params, MACs with FFTs, latency and peak memory for ``--input-size``), ``quality_vs_cost.png``
+and ``crops/<dataset>_<image>.png`` (input | each model | ground truth) for ``--crops`` images (default:
+the first image of each set).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from converse_plugin.tools.compare_report import ModelCost, Row, crop_montage, write_chart, write_csv, write_markdown
+from converse_plugin.tools.options import OptionError, load_options, parse_options
+
+__all__ = ['ModelSpec', 'load_model_spec', 'comparison_datasets', 'measure_cost', 'evaluate', 'run_compare', 'main']
+
+
+@dataclass
+class ModelSpec:
+    """A model to compare: a label, its BasicSR test options and, for zoo models, the zoo entry."""
+    label: str
+    opt: dict[str, Any]
+    published: dict[str, float]
+
+
+def _device_opt(num_gpu: Any) -> int:
+    if num_gpu == 'auto' or num_gpu is None:
+        return torch.cuda.device_count()
+    return int(num_gpu)
+
+
+def load_model_spec(spec: str, zoo_directory: str | None = None, cpu: bool = False) -> ModelSpec:
+    """A model from a test option file or a zoo name (see the module docstring)."""
+    from converse_plugin.zoo import ZOO, ZOO_PREFIX, checkpoint_path, get_entry
+
+    name = spec[len(ZOO_PREFIX):] if spec.startswith(ZOO_PREFIX) else spec
+    if name in ZOO:
+        entry = get_entry(name)
+        opt = {'name': entry.name, 'model_type': entry.model_type, 'scale': entry.scale, 'num_gpu': 'auto',
+               'is_train': False, 'dist': False, 'rank': 0, 'world_size': 1,
+               'network_g': copy.deepcopy(entry.network_g),
+               'path': {'pretrain_network_g': str(checkpoint_path(name, zoo_directory)), 'param_key_g': None,
+                        'strict_load_g': True},
+               'val': {'metrics': copy.deepcopy(entry.metrics)},
+               'datasets': {'test_1': {**copy.deepcopy(entry.test_dataset), 'phase': 'test', 'scale': entry.scale}}}
+        published = entry.published
+    elif spec.endswith(('.yml', '.yaml')) or os.path.isfile(spec):
+        argv = ['-opt', spec]
+        if zoo_directory:
+            raw = load_options(spec)
+            if isinstance(raw.get('path'), dict) and 'zoo_dir' in raw['path']:
+                argv += ['--force_yml', f'path:zoo_dir={zoo_directory}']
+            else:
+                os.environ.setdefault('CONVERSE_ZOO_DIR', zoo_directory)
+        opt, _ = parse_options(os.getcwd(), is_train=False, argv=argv)
+        published = {}
+    else:
+        raise OptionError(f'--models: {spec!r} is neither an option file nor a zoo name ({", ".join(ZOO)})')
+    opt['num_gpu'] = 0 if cpu else _device_opt(opt.get('num_gpu'))
+    return ModelSpec(str(opt['name']), opt, dict(published))
+
+
+def comparison_datasets(entries: Sequence[str], first: ModelSpec) -> list[dict[str, Any]]:
+    """BasicSR test-set options for the comparison (see the module docstring)."""
+    template = [d for d in first.opt.get('datasets', {}).values() if isinstance(d, dict)]
+    if not entries:
+        if not template:
+            raise OptionError(f'{first.label}: no test datasets; pass --datasets')
+        return [copy.deepcopy(d) for d in template]
+    out = []
+    for entry in entries:
+        if os.path.isdir(entry):
+            if not template:
+                raise OptionError(f'--datasets {entry}: a folder needs a first model with a test set to copy')
+            ds = copy.deepcopy(template[0])
+            ds.update(dataroot_gt=entry, name=Path(entry.rstrip('/')).name)
+            if ds['name'] == 'HR':
+                ds['name'] = Path(entry.rstrip('/')).parent.name
+            out.append(ds)
+        elif os.path.isfile(entry):
+            sets = load_options(entry).get('datasets')
+            if not isinstance(sets, dict) or not sets:
+                raise OptionError(f'--datasets {entry}: expected a datasets: mapping of test sets')
+            out += [dict(copy.deepcopy(d), phase='test') for d in sets.values()]
+        else:
+            raise OptionError(f'--datasets {entry}: no such folder or option file')
+    for ds in out:
+        ds.setdefault('phase', 'test')
+        ds['scale'] = first.opt.get('scale', 1)
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            if ds.get(key):
+                ds[key] = os.path.expanduser(ds[key])
+    return out
+
+
+def _rss_bytes() -> int:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def _child_peak(conn, net, inputs) -> None:  # runs in a forked process
+    base = _rss_bytes()
+    with torch.no_grad():
+        net(*inputs)
+    conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+    conn.close()
+
+
+def _peak_memory_mb(net: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> float | None:
+    if inputs[0].is_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        with torch.no_grad():
+            net(*inputs)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    import multiprocessing as mp
+    if 'fork' not in mp.get_all_start_methods() or not os.path.exists('/proc/self/statm'):
+        return None
+    ctx = mp.get_context('fork')
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_peak, args=(child, net, inputs))
+    proc.start()
+    child.close()
+    try:
+        peak = parent.recv() if parent.poll(600) else None
+    except EOFError:
+        peak = None
+    proc.join()
+    return None if peak is None else max(peak, 0) / 2**20
+
+
+def measure_cost(net: torch.nn.Module, input_size: Sequence[int], repeat: int = 3) -> ModelCost:
+    """Params, MACs (FFTs counted), median latency over ``repeat`` runs after one warm-up, peak memory."""
+    from converse_plugin.complexity import analyze, example_inputs
+
+    net = net.eval()
+    cpu_inputs = example_inputs(net, input_size)
+    report = analyze(net, cpu_inputs)
+    device = next(net.parameters()).device
+    inputs = tuple(t.to(device) for t in cpu_inputs)
+    times = []
+    with torch.no_grad():
+        for i in range(repeat + 1):
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            net(*inputs)
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            if i:  # the first run warms up (and fills Converse2D's filter cache, as at inference)
+                times.append(1000 * (time.perf_counter() - start))
+    return ModelCost(params=report.params, macs=report.macs, fft_macs=report.fft_macs,
+                     latency_ms=statistics.median(times), peak_mem_mb=_peak_memory_mb(net, inputs),
+                     input_size='x'.join(map(str, input_size)))
+
+
+def _published(spec: ModelSpec, dataset: str) -> dict[str, float]:
+    return {k: v for k, v in spec.published.items() if k.split(' ')[0] == dataset}
+
+
+def evaluate(model: Any, loader: Any, metrics: dict[str, dict], lpips_opt: dict | None,
+             crop_names: set[str] | None) -> tuple[dict[str, float], int, dict[str, dict[str, np.ndarray]]]:
+    """Mean metrics of ``model`` on ``loader`` exactly as BasicSR's validation computes them, plus the
+    (input, output, ground truth) images of ``crop_names`` (None: of the first image)."""
+    from basicsr.metrics import calculate_metric
+    from basicsr.utils import tensor2img
+
+    sums: dict[str, float] = {}
+    count = 0
+    kept: dict[str, dict[str, np.ndarray]] = {}
+    all_metrics = dict(metrics, **({'lpips': lpips_opt} if lpips_opt else {}))
+    for data in loader:
+        name = os.path.splitext(os.path.basename(data['lq_path'][0]))[0]
+        model.feed_data(data)
+        model.test()
+        visuals = model.get_current_visuals()
+        sr_img = tensor2img([visuals['result']])
+        gt_img = tensor2img([visuals['gt']])
+        for key, opt_ in all_metrics.items():
+            value = calculate_metric({'img': sr_img, 'img2': gt_img}, copy.deepcopy(opt_))
+            sums[key] = sums.get(key, 0.0) + float(value)
+        if (name in crop_names) if crop_names is not None else count == 0:
+            kept[name] = {'input': tensor2img([visuals['lq']]), 'output': sr_img, 'gt': gt_img}
+        del model.lq, model.output, model.gt
+        count += 1
+    return {k: v / max(count, 1) for k, v in sums.items()}, count, kept
+
+
+def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (), zoo_directory: str | None = None,
+                input_size: str | None = None, use_lpips: bool = True, lpips_net: str = 'alex',
+                crops: Sequence[str] = (), crop_size: int = 96, repeat: int = 3, cpu: bool = False) -> list[Row]:
+    """Run the comparison and write the report files; returns the rows of the table."""
+    import converse_plugin  # noqa: F401  (registries)
+    from basicsr.data import build_dataloader, build_dataset
+    from basicsr.models import build_model
+
+    from converse_plugin.complexity import parse_input_size
+
+    if len(models) < 1:
+        raise OptionError('--models: name at least one model')
+    specs = [load_model_spec(m, zoo_directory, cpu) for m in models]
+    scales = {s.opt.get('scale', 1) for s in specs}
+    if len(scales) > 1:
+        raise OptionError(f'--models: the models have different scales {sorted(scales)}; compare like with like')
+    test_sets = comparison_datasets(datasets, specs[0])
+    metrics = copy.deepcopy(specs[0].opt.get('val', {}).get('metrics') or {})
+    if not metrics:
+        raise OptionError(f'{specs[0].label}: val: metrics is empty; nothing to compare')
+    lpips_opt = None
+    if use_lpips:
+        from converse_plugin.metrics.lpips_metric import build_lpips
+        border = next((m.get('crop_border', 0) for m in metrics.values() if isinstance(m, dict)), 0)
+        lpips_opt = {'type': 'calculate_lpips', 'net': lpips_net, 'crop_border': border}
+        build_lpips(lpips_net)  # fail early (BackboneError says how to fill the cache)
+    out = Path(out_dir)
+    (out / 'crops').mkdir(parents=True, exist_ok=True)
+
+    loaders = []
+    for ds_opt in test_sets:
+        dataset = build_dataset(ds_opt)
+        loader = build_dataloader(dataset, ds_opt, num_gpu=0, dist=False, sampler=None, seed=0)
+        loaders.append((str(ds_opt.get('name', 'test')), loader))
+    rows: list[Row] = []
+    images: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for spec in specs:
+        model = build_model(spec.opt)
+        net = model.get_bare_model(model.net_g)
+        c = int(spec.opt['network_g'].get('num_in_ch', 3))
+        size = parse_input_size(input_size.replace('C', str(c)) if input_size else f'1x{c}x256x256')
+        cost = measure_cost(net, size, repeat)
+        for ds_name, loader in loaders:
+            wanted = set(crops) if crops else None
+            values, n, kept = evaluate(model, loader, metrics, lpips_opt, wanted)
+            rows.append(Row(spec.label, ds_name, n, values, cost, _published(spec, ds_name)))
+            for img_name, imgs in kept.items():
+                per_image = images.setdefault(f'{ds_name}_{img_name}', {})
+                per_image.setdefault('input', imgs['input'])
+                per_image.setdefault('gt', imgs['gt'])
+                per_image[spec.label] = imgs['output']
+        del model, net
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    device = torch.cuda.get_device_name(0) if specs[0].opt['num_gpu'] else f'CPU ({torch.get_num_threads()} threads)'
+    labels = [s.label for s in specs]
+    for key, imgs in images.items():
+        panels = [('input', imgs['input'])] + [(lb, imgs[lb]) for lb in labels if lb in imgs] + [('GT', imgs['gt'])]
+        cv2.imwrite(str(out / 'crops' / f'{key}.png'), crop_montage(panels, crop_size))
+    metric_key = 'psnr' if 'psnr' in metrics else next(iter(metrics))
+    chart = write_chart(rows, out / 'quality_vs_cost.png', metric_key)
+    write_csv(rows, out / 'comparison.csv', device)
+    used = ', '.join(f"{k} = {v.get('type')}" for k, v in metrics.items())
+    notes = [f'Metrics: {used}' + (f', lpips = calculate_lpips ({lpips_net})' if lpips_opt else '') + '.',
+             '![quality vs cost](quality_vs_cost.png)' if chart else '(matplotlib missing: no chart)',
+             *[f'![{k}](crops/{k}.png)' for k in images]]
+    write_markdown(rows, out / 'comparison.md', device, notes)
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='basicsr compare', description='compare models on the same test sets')
+    parser.add_argument('--models', nargs='+', required=True, help='test option files and/or zoo names')
+    parser.add_argument('--datasets', nargs='*', default=[], help='option files (their datasets) or image folders')
+    parser.add_argument('--out', default='results/compare', help='output folder (default results/compare)')
+    parser.add_argument('--zoo-dir', default=None, help='zoo directory (default $CONVERSE_ZOO_DIR or the user cache)')
+    parser.add_argument('--input-size', default=None,
+                        help='BxCxHxW for params/MACs/latency/memory; C may be the letter C for each model\'s '
+                             'input channels (default 1xCx256x256)')
+    parser.add_argument('--no-lpips', action='store_true', help='skip LPIPS')
+    parser.add_argument('--lpips-net', default='alex', choices=['alex', 'vgg'])
+    parser.add_argument('--crops', nargs='*', default=[], help='image names (no extension) for the crop montages')
+    parser.add_argument('--crop-size', type=int, default=96, help='crop side in ground-truth pixels (default 96)')
+    parser.add_argument('--repeat', type=int, default=3, help='timed forward runs after one warm-up (default 3)')
+    parser.add_argument('--cpu', action='store_true', help='run on the CPU even when CUDA is available')
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from converse_plugin.metrics.lpips_backbone import BackboneError
+    try:
+        run_compare(args.models, args.out, args.datasets, args.zoo_dir, args.input_size, not args.no_lpips,
+                    args.lpips_net, args.crops, args.crop_size, args.repeat, args.cpu)
+    except (OptionError, BackboneError) as err:
+        print(f'basicsr compare: error: {err}', file=sys.stderr)
+        return 2
+    print((Path(args.out) / 'comparison.md').read_text(encoding='utf-8'))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Mixed precision, torch.compile and safetensors options of ConverseDeblurModel (TrainingSpeedMixin)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import converse_plugin  # noqa: F401
+from converse_plugin.models import ConverseDeblurModel
+from converse_plugin.models.training_speed import parse_amp, parse_compile
+from converse_plugin.utils.checkpoint_io import load_state_dict_file, read_safetensors_metadata
+from converse_plugin.utils.errors import OptionError
+
+NET = {'type': 'ConverseDnCNN', 'num_feat': 8, 'num_block': 1, 'kernel_size': 3, 'padding': 2, 'residual': True}
+
+
+def make_opt(tmp_path, amp=False, compile_=False, save_format=None) -> dict:
+    path = {'pretrain_network_g': None, 'models': str(tmp_path)}
+    if save_format:
+        path['save_format'] = save_format
+    return {'name': 't', 'model_type': 'ConverseDeblurModel', 'num_gpu': 0, 'is_train': True, 'dist': False,
+            'rank': 0, 'world_size': 1, 'network_g': dict(NET), 'path': path,
+            'train': {'amp': amp, 'compile': compile_, 'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 3e-3},
+                      'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+                      'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}}}
+
+
+def denoising_batch(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.nn.functional.avg_pool2d(torch.rand(8, 1, 24, 24, generator=g), 3, 1, 1)  # smooth images
+    return {'lq': clean + 0.1 * torch.randn(clean.shape, generator=g), 'gt': clean}
+
+
+def test_parse_amp_and_compile():
+    cpu = torch.device('cpu')
+    assert parse_amp(False, cpu) is None and parse_amp(None, cpu) is None
+    assert parse_amp('bf16', cpu) is torch.bfloat16
+    with pytest.raises(OptionError, match='fp16 needs CUDA'):
+        parse_amp('fp16', cpu)
+    with pytest.raises(OptionError, match='train:amp: expected false, bf16 or fp16'):
+        parse_amp('int8', cpu)
+    assert parse_compile(False) is None and parse_compile(True) == {}
+    assert parse_compile({'backend': 'eager'}) == {'backend': 'eager'}
+    with pytest.raises(OptionError, match='train:compile'):
+        parse_compile('fast')
+
+
+def test_fp16_on_cpu_is_refused_when_building_the_model(tmp_path):
+    with pytest.raises(OptionError, match='fp16 needs CUDA'):
+        ConverseDeblurModel(make_opt(tmp_path, amp='fp16'))
+
+
+def test_bf16_training_runs_in_bf16_and_the_loss_falls(tmp_path):
+    torch.manual_seed(0)
+    model = ConverseDeblurModel(make_opt(tmp_path, amp='bf16'))
+    assert model.amp_dtype is torch.bfloat16 and model.grad_scaler is None
+    dtypes = {}
+    net = model.net_g
+
+    def record(name):
+        def hook(module, inputs, output) -> None:
+            dtypes.setdefault(name, output.dtype)
+        return hook
+
+    net.m_head.register_forward_hook(record('conv'))
+    net.m_body[0].conv1[3].register_forward_hook(record('converse'))  # the Converse2D layer
+    losses = []
+    for it in range(40):
+        model.feed_data(denoising_batch(it % 4))
+        model.optimize_parameters(it + 1)
+        losses.append(model.log_dict['l_pix'])
+    assert dtypes == {'conv': torch.bfloat16, 'converse': torch.float32}  # autocast on; Converse2D in float32
+    assert model.output.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # weights stay float32
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+
+
+def test_amp_off_is_srmodel_unchanged(tmp_path):
+    results = []
+    for amp in (False, 'bf16'):
+        torch.manual_seed(0)
+        model = ConverseDeblurModel(make_opt(tmp_path, amp=amp))
+        model.feed_data(denoising_batch(0))
+        model.optimize_parameters(1)
+        results.append(model.output.detach())
+    assert results[0].dtype == torch.float32
+    assert not torch.equal(results[0], results[1])  # bf16 really changes the arithmetic
+    torch.testing.assert_close(results[0], results[1], rtol=0.05, atol=0.05)  # but not the result
+
+
+def test_compile_keeps_state_dict_names(tmp_path):
+    torch.manual_seed(0)
+    model = ConverseDeblurModel(make_opt(tmp_path, compile_={'backend': 'eager'}))
+    names = set(model.net_g.state_dict())
+    assert not any('_orig_mod' in n for n in names)
+    model.feed_data(denoising_batch(0))
+    model.optimize_parameters(1)
+    assert model.log_dict['l_pix'] > 0
+
+
+def test_save_format_safetensors_writes_both(tmp_path):
+    torch.manual_seed(0)
+    model = ConverseDeblurModel(make_opt(tmp_path, save_format='safetensors'))
+    model.save_network(model.net_g, 'net_g', 5)
+    st = tmp_path / 'net_g_5.safetensors'
+    assert (tmp_path / 'net_g_5.pth').is_file() and st.is_file()
+    loaded = load_state_dict_file(st)
+    expected = model.net_g.state_dict()
+    assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], v) for k, v in expected.items())
+    assert read_safetensors_metadata(st) == {'param_key': 'params', 'arch': 'ConverseDnCNN'}
+    with pytest.raises(OptionError, match='path:save_format'):
+        ConverseDeblurModel(make_opt(tmp_path, save_format='onnx'))
+
+
+def test_pretrain_network_g_safetensors_loads(tmp_path):
+    torch.manual_seed(0)
+    source = ConverseDeblurModel(make_opt(tmp_path, save_format='safetensors'))
+    source.save_network(source.net_g, 'net_g', 7)
+    opt = make_opt(tmp_path)
+    opt['path']['pretrain_network_g'] = str(tmp_path / 'net_g_7.safetensors')
+    torch.manual_seed(1)  # a different initialisation, overwritten by the file
+    model = ConverseDeblurModel(opt)
+    for key, value in source.net_g.state_dict().items():
+        assert torch.equal(model.net_g.state_dict()[key], value), key
