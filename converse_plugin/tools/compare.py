@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import resource
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ import torch
 
 from converse_plugin.tools.compare_report import ModelCost, Row, crop_montage, write_chart, write_csv, write_markdown
 from converse_plugin.tools.options import OptionError, load_options, parse_options
+from converse_plugin.utils.memory import peak_bytes
 
 __all__ = ['ModelSpec', 'load_model_spec', 'comparison_datasets', 'measure_cost', 'evaluate', 'run_compare', 'main']
 
@@ -116,42 +116,13 @@ def comparison_datasets(entries: Sequence[str], first: ModelSpec) -> list[dict[s
     return out
 
 
-def _rss_bytes() -> int:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-
-
-def _child_peak(conn, net, inputs) -> None:  # runs in a forked process
-    base = _rss_bytes()
-    with torch.no_grad():
-        net(*inputs)
-    conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
-    conn.close()
-
-
-def _peak_memory_mb(net: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> float | None:
-    if inputs[0].is_cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
+def _peak_memory_mb(net: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> float:
+    """Peak tensor memory of one forward (CUDA allocator peak, or PyTorch's memory profiler on the CPU)."""
+    def forward():
         with torch.no_grad():
             net(*inputs)
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    import multiprocessing as mp
-    if 'fork' not in mp.get_all_start_methods() or not os.path.exists('/proc/self/statm'):
-        return None
-    ctx = mp.get_context('fork')
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_peak, args=(child, net, inputs))
-    proc.start()
-    child.close()
-    try:
-        peak = parent.recv() if parent.poll(600) else None
-    except EOFError:
-        peak = None
-    proc.join()
-    return None if peak is None else max(peak, 0) / 2**20
+
+    return peak_bytes(forward, 'cuda' if inputs[0].is_cuda else 'cpu') / 2**20
 
 
 def measure_cost(net: torch.nn.Module, input_size: Sequence[int], repeat: int = 3) -> ModelCost:
