@@ -79,12 +79,27 @@ def _set_dataset_rng(dataset: Any, state: Any) -> None:
         set_state(state)
 
 
+
+def _start_log(opt: dict, kind: str, notes: list[str]):
+    """BasicSR's log file ``<kind>_<name>_<time>.log`` with the environment, the options and the validation
+    notes (what ``train`` and ``test`` both write first)."""
+    from basicsr.utils import get_env_info, get_root_logger, get_time_str
+    from basicsr.utils.options import dict2str
+
+    log_file = osp.join(opt['path']['log'], f"{kind}_{opt['name']}_{get_time_str()}.log")
+    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
+    logger.info(get_env_info())
+    logger.info(dict2str(opt))
+    for note in notes:
+        logger.warning(note)
+    return logger
+
+
 def train_pipeline(root_path: str) -> None:
     """``basicsr.train.train_pipeline`` of BasicSR 1.4.2 with the additions listed in the module docstring."""
     import basicsr.train as bt
-    from basicsr.utils import (AvgTimer, MessageLogger, get_env_info, get_root_logger, get_time_str, make_exp_dirs,
-                               mkdir_and_rename)
-    from basicsr.utils.options import copy_opt_file, dict2str
+    from basicsr.utils import AvgTimer, MessageLogger, make_exp_dirs, mkdir_and_rename
+    from basicsr.utils.options import copy_opt_file
 
     opt, args = parse_options(root_path, is_train=True)
     opt['root_path'] = root_path
@@ -100,12 +115,7 @@ def train_pipeline(root_path: str) -> None:
 
     copy_opt_file(args.opt, opt['path']['experiments_root'])
 
-    log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
-    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
-    logger.info(get_env_info())
-    logger.info(dict2str(opt))
-    for note in notes:
-        logger.warning(note)
+    logger = _start_log(opt, 'train', notes)
     tb_logger = bt.init_tb_loggers(opt)
 
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = bt.create_train_val_dataloader(opt, logger)
@@ -221,8 +231,7 @@ def train_pipeline(root_path: str) -> None:
 def test_pipeline(root_path: str) -> None:
     """``basicsr.test.test_pipeline`` of BasicSR 1.4.2, with the options checked before anything runs."""
     import basicsr.test as btest
-    from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_dirs
-    from basicsr.utils.options import dict2str
+    from basicsr.utils import make_exp_dirs
 
     opt, args = parse_options(root_path, is_train=False)
     notes = validate_options(opt, args.opt, is_train=False)
@@ -230,12 +239,7 @@ def test_pipeline(root_path: str) -> None:
     torch.backends.cudnn.benchmark = True
 
     make_exp_dirs(opt)
-    log_file = osp.join(opt['path']['log'], f"test_{opt['name']}_{get_time_str()}.log")
-    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
-    logger.info(get_env_info())
-    logger.info(dict2str(opt))
-    for note in notes:
-        logger.warning(note)
+    logger = _start_log(opt, 'test', notes)
 
     test_loaders = []
     for _, dataset_opt in sorted(opt['datasets'].items()):
