@@ -23,9 +23,13 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var, mean = torch.var_mean(x, dim=1, correction=0, keepdim=True)  # one pass over x
-        x = (x - mean) * torch.rsqrt(var + self.eps)
-        return torch.addcmul(self.bias.view(1, -1, 1, 1), x, self.weight.view(1, -1, 1, 1))
+        # two plain channel means: torch.var_mean over dim 1 of NCHW is ~3x slower on the CPU
+        d = x - x.mean(1, keepdim=True)
+        inv_std = torch.rsqrt(d.square().mean(1, keepdim=True).add_(self.eps))
+        weight, bias = self.weight.view(1, -1, 1, 1), self.bias.view(1, -1, 1, 1)
+        if torch.is_grad_enabled() and (d.requires_grad or weight.requires_grad or bias.requires_grad):
+            return torch.addcmul(bias, d * inv_std, weight)
+        return d.mul_(inv_std).mul_(weight).add_(bias)  # inference: reuse d (no fresh buffers)
 
 
 class DepthwiseConvUp(nn.Module):
@@ -129,8 +133,26 @@ class ConverseBlock(nn.Module):
             self.alpha2 = nn.Parameter(torch.zeros(1, in_channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return self._forward_inference(x)
         if self.gated:
             x = x + self.alpha1 * self.conv1(x)
             return x + self.alpha2 * self.conv2(x)
         x = x + self.conv1(x)
         return x + self.conv2(x)
+
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function without autograd: GELUs that follow a 1x1 convolution and the residual sums
+        work in place on the branch's fresh buffers (the block's input is never modified). On the CPU a
+        fresh full-size buffer costs about as much as the GELU itself."""
+        for branch, alpha in ((self.conv1, 'alpha1'), (self.conv2, 'alpha2')):
+            h = x
+            for i, layer in enumerate(branch):
+                if isinstance(layer, nn.GELU) and isinstance(branch[i - 1], nn.Conv2d):
+                    h = torch.ops.aten.gelu_(h, approximate=layer.approximate)
+                else:
+                    h = layer(h)
+            if self.gated:
+                h = h.mul_(getattr(self, alpha))
+            x = h.add_(x)
+        return x

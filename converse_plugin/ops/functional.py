@@ -25,6 +25,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 PADDING_MODES = ('circular', 'replicate', 'reflect', 'zeros')
 
@@ -80,14 +81,30 @@ def dft_cos_sin(n: int, rows: int, offset: int, count: int, like: torch.Tensor) 
     return _dft_cos_sin_cached(n, rows, offset, count, like.dtype, like.device)
 
 
+def _dft2_pair(x: torch.Tensor, height: int, width: int, off_h: int, off_w: int, half: bool = False,
+               cos_sin=dft_cos_sin) -> Pair:
+    """The 2-D DFT on a (height, width) grid of small arrays x (..., m, n) whose entry (a, b) sits at
+    position (a - off_h, b - off_w) (wrapping around the grid), as (real, imag), in real matmuls:
+    (Ch - i Sh) x (Cw - i Sw)^T.
+
+    With A = x Cw^T and B = x Sw^T (small, m x W'), real = Ch A - Sh B and imag = -(Ch B + Sh A), so one
+    batched matmul [Ch, Sh] @ [[A; -B], [-B; -A]] gives both, laid out (2, ..., H, W') so that the parts
+    are whole tensors (no slicing of large tensors, whose backward would allocate and zero-fill).
+    ``half``: only the first width // 2 + 1 columns (the rfft2 layout).
+    """
+    m, n = x.shape[-2:]
+    ch, sh = cos_sin(height, height, off_h, m, x)
+    cw, sw = cos_sin(width, width // 2 + 1 if half else width, off_w, n, x)
+    a, b = x @ cw.transpose(0, 1), x @ sw.transpose(0, 1)  # (..., m, W')
+    rhs = torch.stack((torch.cat((a, -b), dim=-2), torch.cat((-b, -a), dim=-2)))  # (2, ..., 2m, W')
+    real, imag = (torch.cat((ch, sh), dim=1) @ rhs).unbind(0)  # (2, ..., H, W')
+    return real, imag
+
+
 def kernel_otf_pair(weight: torch.Tensor, height: int, width: int, half: bool = False,
                     cos_sin=dft_cos_sin) -> Pair:
     """psf2otf as (real, imag): the DFT of each k x k kernel zero-padded to (height, width) with its centre
-    (k // 2, k // 2) rolled to (0, 0), i.e. (Ch - i Sh) K (Cw - i Sw)^T, in real matmuls.
-
-    With A = K Cw^T and B = K Sw^T (small, k x W'), real = Ch A - Sh B and imag = -(Ch B + Sh A), so one
-    batched matmul [Ch, Sh] @ [[A; -B], [-B; -A]] gives both, laid out (2, ..., H, W') so that the parts
-    are whole tensors (no slicing of large tensors, whose backward would allocate and zero-fill).
+    (k // 2, k // 2) rolled to (0, 0). See :func:`_dft2_pair`.
 
     Args:
         weight: (..., k, k) real kernels.
@@ -100,12 +117,7 @@ def kernel_otf_pair(weight: torch.Tensor, height: int, width: int, half: bool = 
     if kh > height or kw > width:
         raise ValueError(f'kernel {kh}x{kw} is larger than the padded grid {height}x{width}; '
                          'use a larger input or padding')
-    ch, sh = cos_sin(height, height, kh // 2, kh, weight)
-    cw, sw = cos_sin(width, width // 2 + 1 if half else width, kw // 2, kw, weight)
-    a, b = weight @ cw.transpose(0, 1), weight @ sw.transpose(0, 1)  # (..., k, W')
-    rhs = torch.stack((torch.cat((a, -b), dim=-2), torch.cat((-b, -a), dim=-2)))  # (2, ..., 2k, W')
-    real, imag = (torch.cat((ch, sh), dim=1) @ rhs).unbind(0)  # (2, ..., H, W')
-    return real, imag
+    return _dft2_pair(weight, height, width, kh // 2, kw // 2, half, cos_sin)
 
 
 def kernel_otf(weight: torch.Tensor, height: int, width: int, half: bool = False) -> torch.Tensor:
@@ -113,12 +125,33 @@ def kernel_otf(weight: torch.Tensor, height: int, width: int, half: bool = False
     return torch.complex(*kernel_otf_pair(weight, height, width, half))
 
 
-def _block_mean(a: torch.Tensor, scale: int) -> torch.Tensor:
-    """Mean of the s x s blocks of (..., s*h, s*w): the spec's A (down-arrow) s."""
-    *lead, sh, sw = a.shape
-    h, w = sh // scale, sw // scale
-    # two single-dimension sums: a reduction over both strided dimensions at once is ~10x slower on CPU
-    return a.reshape(*lead, scale, h, scale, w).sum(-4).sum(-2) / (scale * scale)
+def _depthwise_correlate(x: torch.Tensor, kernel: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """Cross-correlation of each (..., m, n) array, zero-padded by (pad_h, pad_w), with its own kernel."""
+    lead = x.shape[:-2]
+    flat = x.reshape(1, -1, *x.shape[-2:])
+    out = F.conv2d(F.pad(flat, (pad_w, pad_w, pad_h, pad_h)), kernel.reshape(-1, 1, *kernel.shape[-2:]),
+                   groups=flat.shape[1])
+    return out.reshape(*lead, *out.shape[-2:])
+
+
+def _aliased_spectra(weight: torch.Tensor, scale: int, height: int, width: int, cos_sin=dft_cos_sin) -> tuple:
+    """D = mean_blocks(|F_K|^2) (real) and E = mean_blocks(F_K Bhat) (real, imag) on the small (h, w) grid.
+
+    The mean of a spectrum over its s x s aliases (u + a h, v + b w) is the small-grid DFT of the spatial
+    signal decimated by s. |F_K|^2 is the transform of the kernel's autocorrelation R (support 2k - 1,
+    centred), F_K Bhat that of the kernel convolved with the s x s box at [0, s)^2 (support k + s - 1,
+    origin at k // 2). So D and E come from k-sized arrays, with no full-grid intermediates.
+    """
+    kh, kw = weight.shape[-2:]
+    auto = _depthwise_correlate(weight, weight, kh - 1, kw - 1)  # R, (2k - 1) x (2k - 1)
+    # R[d] sits at index d + k - 1; keep d = s m: first index (k - 1) mod s, position offset (k - 1) // s
+    r0 = auto[..., (kh - 1) % scale::scale, (kw - 1) % scale::scale]
+    d_real, _ = _dft2_pair(r0, height, width, (kh - 1) // scale, (kw - 1) // scale, cos_sin=cos_sin)
+    box = torch.ones(scale, scale, dtype=weight.dtype, device=weight.device).expand(*weight.shape[:-2], scale, scale)
+    conv = _depthwise_correlate(weight, box, scale - 1, scale - 1)  # index t = position + k // 2, size k + s - 1
+    c0 = conv[..., (kh // 2) % scale::scale, (kw // 2) % scale::scale]
+    e_real, e_imag = _dft2_pair(c0, height, width, (kh // 2) // scale, (kw // 2) // scale, cos_sin=cos_sin)
+    return d_real, e_real, e_imag
 
 
 def converse_filter_pair(weight: torch.Tensor, lam: torch.Tensor, scale: int, height: int, width: int,
@@ -135,25 +168,23 @@ def converse_filter_pair(weight: torch.Tensor, lam: torch.Tensor, scale: int, he
         two (Bk, C, s*h, s*w // 2 + 1) real tensors.
     """
     sh, sw = scale * height, scale * width
+    fr, fi = kernel_otf_pair(weight, sh, sw, half=True, cos_sin=cos_sin)
     if scale == 1:
         # G = 1 + conj(F)(1 - F) / (|F|^2 + lam)  ==  (conj F + lam) / (|F|^2 + lam)
-        fr, fi = kernel_otf_pair(weight, sh, sw, half=True, cos_sin=cos_sin)
         inv = torch.reciprocal(fr * fr + fi * fi + lam)
         return (fr + lam) * inv, -fi * inv
-    fr, fi = kernel_otf_pair(weight, sh, sw, cos_sin=cos_sin)
     # Bhat, the transform of the s x s box at [0, s)^2, separable: (sum_a e^{-i th_u a}) (sum_b e^{-i th_v b})
+    cols = sw // 2 + 1  # <= s * w: tiling s x s and cutting covers the half spectrum
     ch, sh_ = cos_sin(sh, sh, 0, scale, weight)
-    cw, sw_ = cos_sin(sw, sw, 0, scale, weight)
+    cw, sw_ = cos_sin(sw, cols, 0, scale, weight)
     bhr, bhi = ch.sum(-1)[:, None], -sh_.sum(-1)[:, None]
     bwr, bwi = cw.sum(-1)[None, :], -sw_.sum(-1)[None, :]
     br, bi = bhr * bwr - bhi * bwi, bhr * bwi + bhi * bwr
-    inv = torch.reciprocal(_block_mean(fr * fr + fi * fi, scale) + lam)  # 1 / (D + lam)
-    rr = (1 - _block_mean(fr * br - fi * bi, scale)) * inv  # (1 - E) / (D + lam), E = mean(F Bhat)
-    ri = -_block_mean(fr * bi + fi * br, scale) * inv
-    cols = sw // 2 + 1  # <= s * w: tiling s x s and cutting covers the half spectrum
+    d, er, ei = _aliased_spectra(weight, scale, height, width, cos_sin)
+    inv = torch.reciprocal(d + lam)  # 1 / (D + lam), small grid
+    rr, ri = (1 - er) * inv, -ei * inv  # (1 - E) / (D + lam)
     rr = rr.repeat(*([1] * (rr.dim() - 2)), scale, scale)[..., :cols]
     ri = ri.repeat(*([1] * (ri.dim() - 2)), scale, scale)[..., :cols]
-    fr, fi, br, bi = fr[..., :cols], fi[..., :cols], br[..., :cols], bi[..., :cols]
     # G = Bhat + conj(F) * ratio
     return br + fr * rr + fi * ri, bi + fr * ri - fi * rr
 
@@ -175,8 +206,8 @@ def _input_spectrum(y: torch.Tensor, scale: int) -> torch.Tensor:
     spec = torch.fft.fft2(y)  # (B, C, h, w): the spectrum of Y up is this, tiled s x s
     cols = scale * w // 2 + 1
     reps = -(-cols // w)
-    spec = spec.repeat(1, 1, scale, reps)
-    return spec[..., :cols]
+    # repeat, then cut to the half spectrum: contiguous, so that autograd saves only the half spectrum
+    return spec.repeat(1, 1, scale, reps)[..., :cols].contiguous()
 
 
 def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -259,7 +290,13 @@ def converse2d(x: torch.Tensor,
         y = pad_input(x, padding, padding_mode)
         h, w = y.shape[-2:]
         if filt is None:
-            filt = converse_filter(weight.to(dtype), lam.to(dtype), scale, h, w)
+            weight, lam = weight.to(dtype), lam.to(dtype)
+            if scale > 1 and torch.is_grad_enabled() and (weight.requires_grad or lam.requires_grad):
+                # recompute the filter's full-grid intermediates in the backward pass instead of keeping
+                # them alive beside the activations (cheap: the filter costs a fraction of the FFTs)
+                filt = checkpoint(converse_filter, weight, lam, scale, h, w, use_reentrant=False)
+            else:
+                filt = converse_filter(weight, lam, scale, h, w)
         if torch.is_grad_enabled() and (y.requires_grad or filt.requires_grad):
             out = _ApplyFilter.apply(y.contiguous(), filt, scale)
         else:  # inference: multiply in place (a fresh spectrum-sized buffer costs more than the product)

@@ -63,6 +63,28 @@ def test_layernorm2d_matches_definition():
     x = torch.randn(2, 5, 4, 3)
     ref = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (5, ), ln.weight, ln.bias, 1e-5).permute(0, 3, 1, 2)
     assert torch.allclose(ln(x), ref, atol=1e-5)
+    with torch.no_grad():  # the in-place inference path
+        x0 = x.clone()
+        assert torch.allclose(ln(x), ref, atol=1e-5)
+        assert torch.equal(x, x0)
+
+
+@pytest.mark.parametrize('gated', (False, True))
+def test_block_inference_path_equals_autograd_path(gated):
+    torch.manual_seed(0)
+    block = ConverseBlock(6, kernel_size=3, padding=2, padding_mode='replicate', gated=gated).double()
+    with torch.no_grad():
+        for p in block.parameters():  # gates away from zero, so both branches count
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.rand(2, 6, 9, 8, dtype=torch.float64)
+    x0 = x.clone()
+    with_grad = block(x)
+    assert with_grad.requires_grad
+    with torch.no_grad():
+        without = block(x)
+    assert torch.equal(x, x0)  # the in-place GELUs and sums never touch the block's input
+    assert torch.allclose(without, with_grad, rtol=0, atol=1e-12)
+    assert (without - x).abs().max() > 1e-3  # the block does something
 
 
 def test_converse_block_keys_and_gates():
