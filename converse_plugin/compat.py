@@ -297,8 +297,9 @@ def patch_atomic_save_training_state() -> None:
 
     @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
-        """Save ``<training_states>/<iter>.state`` atomically: epoch, iter, optimizers, schedulers, and
-        ``progress`` (``self.training_progress``, set by the plugin's training loop) when present."""
+        """Save ``<training_states>/<iter>.state`` atomically: epoch, iter, optimizers, schedulers,
+        ``progress`` (``self.training_progress``, set by the plugin's training loop) when present, and the
+        entries of ``self.extra_training_state()`` when the model defines it."""
         if current_iter == -1:
             return
         state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
@@ -306,6 +307,9 @@ def patch_atomic_save_training_state() -> None:
         progress = getattr(self, 'training_progress', None)
         if progress is not None:
             state['progress'] = progress
+        extra = getattr(self, 'extra_training_state', None)  # e.g. the GradScaler of train:amp fp16
+        if callable(extra):
+            state.update(extra())
         save_path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
         _save_with_retries(state, save_path, 'training state', get_root_logger, time.sleep)
 

@@ -5,8 +5,8 @@ Option keys (all optional, all off by default):
 ``train: amp``
     ``false`` (default), ``bf16`` or ``fp16``. The training forward pass runs under
     ``torch.autocast(dtype)``; losses are computed in float32 on the output cast back. ``fp16`` uses
-    ``torch.amp.GradScaler`` (dynamic loss scaling) and needs CUDA; ``bf16`` needs no scaling and also runs
-    on the CPU. Converse2D always computes in float32 (or float64) inside autocast, so only the
+    ``torch.amp.GradScaler`` (dynamic loss scaling; its state is saved in the ``.state`` files and restored
+    on resume); it is meant for CUDA and also runs, slowly, on the CPU. ``bf16`` needs no scaling. Converse2D always computes in float32 (or float64) inside autocast, so only the
     convolutions, norms and activations around it change precision. Validation and testing stay in float32.
 ``train: compile``
     ``false`` (default), ``true`` or a mapping of :func:`torch.compile` arguments (e.g. ``{mode:
@@ -33,14 +33,11 @@ AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 def parse_amp(value: Any, device: torch.device) -> torch.dtype | None:
-    """``train: amp`` -> the autocast dtype, or None when off. Raises OptionError for a bad value or fp16 without CUDA."""
+    """``train: amp`` -> the autocast dtype, or None when off. Raises OptionError for a bad value."""
     if value in (None, False, 'false', 'False', 'off', 'none', 'fp32'):
         return None
     if value not in AMP_DTYPES:
         raise OptionError(f'train:amp: expected false, bf16 or fp16, got {value!r}')
-    if value == 'fp16' and device.type != 'cuda':
-        raise OptionError(f'train:amp: fp16 needs CUDA (it trains with loss scaling, GradScaler), but the model runs '
-                          f'on {device.type}; use bf16 on the CPU, or false')
     if value == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise OptionError('train:amp: bf16 is not supported by this GPU; use fp16 or false')
     return AMP_DTYPES[value]
@@ -76,7 +73,7 @@ class TrainingSpeedMixin:
             raise OptionError(f"path:save_format: expected 'pth' or 'safetensors', got {save_format!r}")
         super().init_training_settings()
         if self.amp_dtype is torch.float16:
-            self.grad_scaler = torch.amp.GradScaler('cuda')
+            self.grad_scaler = torch.amp.GradScaler(self.device.type)
         if compile_kwargs is not None:
             self.get_bare_model(self.net_g).compile(**compile_kwargs)
         from basicsr.utils import get_root_logger
@@ -84,8 +81,26 @@ class TrainingSpeedMixin:
         if self.amp_dtype is not None:
             logger.info(f'Mixed precision: autocast {self.amp_dtype} on {self.device.type}'
                         + (' with GradScaler' if self.grad_scaler is not None else ''))
+            if self.amp_dtype is torch.float16 and self.device.type == 'cpu':
+                logger.warning('train:amp: fp16 on the CPU is emulated by most CPUs and slower than float32; '
+                               'bf16 is the CPU choice')
         if compile_kwargs is not None:
             logger.info(f'torch.compile: net_g compiled with {compile_kwargs or "default arguments"}')
+
+    def extra_training_state(self) -> dict:
+        """Saved in each ``.state`` file beside the optimizers (by the patched save_training_state)."""
+        return {'grad_scaler': self.grad_scaler.state_dict()} if self.grad_scaler is not None else {}
+
+    def resume_training(self, resume_state: dict) -> None:
+        super().resume_training(resume_state)
+        if self.grad_scaler is None:
+            return
+        if resume_state.get('grad_scaler'):
+            self.grad_scaler.load_state_dict(resume_state['grad_scaler'])
+        else:
+            from basicsr.utils import get_root_logger
+            get_root_logger().warning('train:amp fp16: the training state has no GradScaler state (saved without '
+                                      'fp16); loss scaling starts again from its initial scale')
 
     def _pixel_losses(self) -> tuple[torch.Tensor, OrderedDict]:
         """SRModel's losses (pixel, perceptual, style) on ``self.output`` and ``self.gt``."""

@@ -1,6 +1,8 @@
 """Mixed precision, torch.compile and safetensors options of ConverseDeblurModel (TrainingSpeedMixin)."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -34,8 +36,7 @@ def test_parse_amp_and_compile():
     cpu = torch.device('cpu')
     assert parse_amp(False, cpu) is None and parse_amp(None, cpu) is None
     assert parse_amp('bf16', cpu) is torch.bfloat16
-    with pytest.raises(OptionError, match='fp16 needs CUDA'):
-        parse_amp('fp16', cpu)
+    assert parse_amp('fp16', cpu) is torch.float16  # with a GradScaler; slow on most CPUs, but it runs
     with pytest.raises(OptionError, match='train:amp: expected false, bf16 or fp16'):
         parse_amp('int8', cpu)
     assert parse_compile(False) is None and parse_compile(True) == {}
@@ -44,17 +45,9 @@ def test_parse_amp_and_compile():
         parse_compile('fast')
 
 
-def test_fp16_on_cpu_is_refused_when_building_the_model(tmp_path):
-    with pytest.raises(OptionError, match='fp16 needs CUDA'):
-        ConverseDeblurModel(make_opt(tmp_path, amp='fp16'))
-
-
-def test_bf16_training_runs_in_bf16_and_the_loss_falls(tmp_path):
-    torch.manual_seed(0)
-    model = ConverseDeblurModel(make_opt(tmp_path, amp='bf16'))
-    assert model.amp_dtype is torch.bfloat16 and model.grad_scaler is None
+def record_dtypes(net) -> dict:
+    """Output dtype of the head conv and of the first Converse2D layer, filled by forward hooks."""
     dtypes = {}
-    net = model.net_g
 
     def record(name):
         def hook(module, inputs, output) -> None:
@@ -63,6 +56,48 @@ def test_bf16_training_runs_in_bf16_and_the_loss_falls(tmp_path):
 
     net.m_head.register_forward_hook(record('conv'))
     net.m_body[0].conv1[3].register_forward_hook(record('converse'))  # the Converse2D layer
+    return dtypes
+
+
+def test_fp16_training_with_grad_scaler_and_its_state_in_the_training_state(tmp_path):
+    torch.manual_seed(0)
+    opt = make_opt(tmp_path, amp='fp16')
+    opt['path']['training_states'] = str(tmp_path)
+    model = ConverseDeblurModel(copy.deepcopy(opt))  # BasicSR pops keys from the options
+    assert model.amp_dtype is torch.float16 and model.grad_scaler is not None
+    dtypes = record_dtypes(model.net_g)
+    losses = []
+    for it in range(40):
+        model.feed_data(denoising_batch(it % 4))
+        model.optimize_parameters(it + 1)
+        losses.append(model.log_dict['l_pix'])
+    assert dtypes == {'conv': torch.float16, 'converse': torch.float32}
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+    model.grad_scaler.update(new_scale=1024.0)  # a scale the fresh scaler below does not start from
+    model.save_training_state(epoch=0, current_iter=40)
+    state = torch.load(tmp_path / '40.state', weights_only=True)
+    assert state['grad_scaler']['scale'] == 1024.0
+    resumed = ConverseDeblurModel(opt)
+    assert resumed.grad_scaler.get_scale() != 1024.0
+    resumed.resume_training(state)
+    assert resumed.grad_scaler.get_scale() == 1024.0
+    assert resumed.grad_scaler.state_dict() == model.grad_scaler.state_dict()
+
+
+def test_training_state_without_amp_has_no_scaler_entry(tmp_path):
+    opt = make_opt(tmp_path)
+    opt['path']['training_states'] = str(tmp_path)
+    model = ConverseDeblurModel(opt)
+    model.save_training_state(epoch=0, current_iter=3)
+    assert 'grad_scaler' not in torch.load(tmp_path / '3.state', weights_only=True)
+
+
+def test_bf16_training_runs_in_bf16_and_the_loss_falls(tmp_path):
+    torch.manual_seed(0)
+    model = ConverseDeblurModel(make_opt(tmp_path, amp='bf16'))
+    assert model.amp_dtype is torch.bfloat16 and model.grad_scaler is None
+    net = model.net_g
+    dtypes = record_dtypes(net)
     losses = []
     for it in range(40):
         model.feed_data(denoising_batch(it % 4))
