@@ -176,6 +176,35 @@ def print_case(name: str, case: dict, times: dict, memory: dict) -> None:
           f"production eval forward = {prod('eval forward') / floor:.2f}x the floor")
 
 
+def print_markdown(report: dict) -> None:
+    """All cases as one Markdown table (the README's layout), then one summary line per case."""
+    print('\n| case | implementation | forward ms | fwd+bwd ms | eval fwd ms | peak MiB (fwd+bwd) |')
+    print('|---|---|---:|---:|---:|---:|')
+    lines = []
+    for name, result in report['cases'].items():
+        if name == 'model':
+            t = result['times_s']
+            lines.append(f"- whole ConverseDnCNN (released configuration), 1×1×256×256, eval: "
+                         f"{t['production|eval forward']:.1f} s against {t['oracle|eval forward']:.1f} s with the "
+                         f"oracle operator: {result['speedup_eval']:.2f}×")
+            continue
+        c, t, mem = result['config'], result['times_s'], result['peak_bytes_forward_backward']
+        label = (f"{name}: B={c['batch']} C={c['channels']} {c['size']}² k={c['kernel_size']} p={c['padding']} "
+                 f"s={c['scale']}")
+        for i, impl in enumerate(IMPLS):
+            peak = f'{mem[impl] / 2**20:.0f}' if mem.get(impl) is not None else 'n/a'
+            print(f"| {label if i == 0 else ''} | {impl} | {t[f'{impl}|forward'] * 1e3:.1f} | "
+                  f"{t[f'{impl}|forward+backward'] * 1e3:.1f} | {t[f'{impl}|eval forward'] * 1e3:.1f} | {peak} |")
+        ratio = (lambda m: t[f'oracle|{m}'] / t[f'production|{m}'])
+        floor = t['rfft2|floor'] + t['irfft2|floor']
+        memory = (f"; peak memory {mem['production'] / mem['oracle']:.2f}× the oracle's"
+                  if mem.get('oracle') and mem.get('production') is not None else '')
+        lines.append(f"- {name}: speed-up over the oracle forward {ratio('forward'):.2f}×, forward+backward "
+                     f"{ratio('forward+backward'):.2f}×, eval {ratio('eval forward'):.2f}×; eval forward = "
+                     f"{t['production|eval forward'] / floor:.2f}× (rfft2 + irfft2){memory}")
+    print('\n' + '\n'.join(lines))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -208,6 +237,7 @@ def main(argv=None) -> int:
         memory = {} if args.no_memory else {impl: peak_memory(name, impl, args.device) for impl in IMPLS}
         print_case(name, case, times, memory)
         report['cases'][name] = {'config': case, 'times_s': times, 'peak_bytes_forward_backward': memory}
+    print_markdown(report)
     out = args.json or osp.join(REPO, 'benchmarks', 'results', f'converse2d_{args.device}.json')
     os.makedirs(osp.dirname(out), exist_ok=True)
     with open(out, 'w', encoding='utf-8') as f:
