@@ -155,9 +155,12 @@ def _published(spec: ModelSpec, dataset: str) -> dict[str, float]:
 
 
 def evaluate(model: Any, loader: Any, metrics: dict[str, dict], lpips_opt: dict | None,
-             crop_names: set[str] | None) -> tuple[dict[str, float], int, dict[str, dict[str, np.ndarray]]]:
+             crop_names: set[str] | None, matched: set[str] | None = None
+             ) -> tuple[dict[str, float], int, dict[str, dict[str, np.ndarray]]]:
     """Mean metrics of ``model`` on ``loader`` exactly as BasicSR's validation computes them, plus the
-    (input, output, ground truth) images of ``crop_names`` (None: of the first image)."""
+    (input, output, ground truth) images of ``crop_names`` (None: of the first image). A crop name matches
+    an input's name or its ground truth's (``101085`` picks ``101085_k1``, ``101085_k2``, ...); the names
+    that matched are added to ``matched``."""
     from basicsr.metrics import calculate_metric
     from basicsr.utils import tensor2img
 
@@ -167,6 +170,7 @@ def evaluate(model: Any, loader: Any, metrics: dict[str, dict], lpips_opt: dict 
     all_metrics = dict(metrics, **({'lpips': lpips_opt} if lpips_opt else {}))
     for data in loader:
         name = os.path.splitext(os.path.basename(data['lq_path'][0]))[0]
+        gt_name = os.path.splitext(os.path.basename(data.get('gt_path', data['lq_path'])[0]))[0]
         model.feed_data(data)
         model.test()
         visuals = model.get_current_visuals()
@@ -175,7 +179,10 @@ def evaluate(model: Any, loader: Any, metrics: dict[str, dict], lpips_opt: dict 
         for key, opt_ in all_metrics.items():
             value = calculate_metric({'img': sr_img, 'img2': gt_img}, copy.deepcopy(opt_))
             sums[key] = sums.get(key, 0.0) + float(value)
-        if (name in crop_names) if crop_names is not None else count == 0:
+        hits = {name, gt_name} & crop_names if crop_names is not None else set()
+        if matched is not None:
+            matched |= hits
+        if hits if crop_names is not None else count == 0:
             kept[name] = {'input': tensor2img([visuals['lq']]), 'output': sr_img, 'gt': gt_img}
         del model.lq, model.output, model.gt
         count += 1
@@ -217,6 +224,7 @@ def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (
         loader = build_dataloader(dataset, ds_opt, num_gpu=0, dist=False, sampler=None, seed=0)
         loaders.append((str(ds_opt.get('name', 'test')), loader))
     rows: list[Row] = []
+    matched: set[str] = set()
     images: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for spec in specs:
         model = build_model(spec.opt)
@@ -226,7 +234,10 @@ def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (
         cost = measure_cost(net, size, repeat)
         for ds_name, loader in loaders:
             wanted = set(crops) if crops else None
-            values, n, kept = evaluate(model, loader, metrics, lpips_opt, wanted)
+            start = time.perf_counter()
+            values, n, kept = evaluate(model, loader, metrics, lpips_opt, wanted, matched)
+            print(f'{spec.label} on {ds_name}: {n} images in {time.perf_counter() - start:.0f} s', file=sys.stderr,
+                  flush=True)
             rows.append(Row(spec.label, ds_name, n, values, cost, _published(spec, ds_name)))
             for img_name, imgs in kept.items():
                 per_image = images.setdefault(f'{ds_name}_{img_name}', {})
@@ -237,6 +248,8 @@ def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    for name in sorted(set(crops) - matched):
+        print(f'basicsr compare: warning: --crops {name}: no image of that name in the test sets', file=sys.stderr)
     device = torch.cuda.get_device_name(0) if specs[0].opt['num_gpu'] else f'CPU ({torch.get_num_threads()} threads)'
     labels = [s.label for s in specs]
     for key, imgs in images.items():

@@ -89,7 +89,7 @@ def test_compare_writes_table_csv_chart_crops(setup, monkeypatch, capsys):
     monkeypatch.chdir(root)
     out = root / 'out'
     assert compare_cli.main(['--models', *files, '--out', str(out), '--input-size', '1xCx32x32', '--crop-size', '16',
-                             '--repeat', '1', '--crops', 'im1', '--cpu']) == 0
+                             '--repeat', '1', '--crops', 'im1', 'not_there', '--cpu']) == 0
     with open(out / 'comparison.csv', newline='') as f:
         rows = list(csv.DictReader(f))
     assert [(r['model'], r['dataset'], r['images']) for r in rows] == [
@@ -108,7 +108,10 @@ def test_compare_writes_table_csv_chart_crops(setup, monkeypatch, capsys):
     montage = cv2.imread(str(out / 'crops' / 'Tiny_im1.png'))
     # input, two models, ground truth: 4 tiles of 16 px zoomed twice, 4 px gaps, a 20 px label bar
     assert montage.shape == (20 + 32, 4 * 32 + 3 * 4, 3)
-    assert 'tiny_converse' in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert 'tiny_converse' in printed.out
+    assert '--crops not_there: no image of that name in the test sets' in printed.err
+    assert 'tiny_dncnn on Tiny: 2 images in' in printed.err  # progress, one line per model and test set
 
     # the same numbers as `basicsr test` (its log prints 4 decimals; BasicSR's logger writes its file only
     # when first set up in a process, so listen to the logger itself)
@@ -140,3 +143,29 @@ def test_compare_errors(setup, tmp_path):
     with pytest.raises(OptionError, match='--datasets .*missing_dir: no such folder or option file'):
         compare_cli.run_compare([files[0]], str(tmp_path), datasets=[str(tmp_path / 'missing_dir')],
                                 use_lpips=False)
+
+
+class _EchoModel:
+    """Stands in for a BasicSR model: the output is the input."""
+
+    def feed_data(self, data):
+        self.lq, self.gt = data['lq'], data['gt']
+
+    def test(self):
+        self.output = self.lq
+
+    def get_current_visuals(self):
+        return {'lq': self.lq, 'result': self.output, 'gt': self.gt}
+
+
+def test_crop_names_match_the_ground_truth_name_too():
+    # BlurKernelDataset names its inputs <stem>_k<kernel>: a crop name may be the image's own name
+    batches = [{'lq': torch.full((1, 1, 8, 8), v), 'gt': torch.full((1, 1, 8, 8), v), 'lq_path': [f'/d/{n}.png'],
+                'gt_path': [f'/d/{g}.png']}
+               for v, n, g in ((0.2, '101085_k1', '101085'), (0.4, '101087_k1', '101087'))]
+    metrics = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}
+    matched: set[str] = set()
+    values, n, kept = compare_cli.evaluate(_EchoModel(), batches, metrics, None, {'101087', 'x'}, matched)
+    assert n == 2 and list(kept) == ['101087_k1'] and matched == {'101087'}
+    assert kept['101087_k1']['gt'].max() == round(0.4 * 255)
+    assert values['psnr'] == float('inf')
