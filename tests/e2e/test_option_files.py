@@ -17,7 +17,9 @@ from basicsr.utils.registry import DATASET_REGISTRY, METRIC_REGISTRY, MODEL_REGI
 from converse_plugin.tools.options import load_options, parse_options  # noqa: E402  isort: skip
 from tests.e2e.helpers import OPTIONS, SHARED, needs_shared  # noqa: E402  isort: skip
 
-FILES = sorted(glob.glob(osp.join(OPTIONS, '*', '*.yml')))
+FILES = sorted(f for f in glob.glob(osp.join(OPTIONS, '*', '*.yml'))
+               if osp.basename(osp.dirname(f)) != 'compare')  # compare/: test sets only (see the end)
+COMPARE_FILES = sorted(glob.glob(osp.join(OPTIONS, 'compare', '*.yml')))
 ABLATIONS = {  # ablation file -> (base file, operator)
     'train_ConvDnCNN_gray_sigma25.yml': ('train_ConverseDnCNN_gray_sigma25.yml', 'conv'),
     'train_ConvTDnCNN_gray_sigma25.yml': ('train_ConverseDnCNN_gray_sigma25.yml', 'convt'),
@@ -103,3 +105,18 @@ def test_deblur_test_files_use_the_five_kernels():
         assert all(d['sigma'] == 2.55 for d in opt['datasets'].values())
         assert opt['val']['metrics']['psnr'] == {'type': 'calculate_psnr', 'crop_border': 1, 'test_y_channel': False}
     assert re.search(r'model_type: ConverseDeblurModel', open(osp.join(OPTIONS, 'test', name)).read())
+
+
+@needs_shared
+@pytest.mark.parametrize('path', COMPARE_FILES, ids=osp.basename)
+def test_compare_dataset_files_build_their_test_sets(path, monkeypatch):
+    from basicsr.data import build_dataset
+
+    monkeypatch.chdir(osp.dirname(OPTIONS))  # their dataroots are relative to the repository root
+    sets = load_options(path)['datasets']
+    assert sets
+    for key, dataset_opt in sets.items():
+        dataset = build_dataset(dict(dataset_opt, phase='test'))
+        assert len(dataset) > 0, key
+        item = dataset[0]
+        assert item['lq'].shape == item['gt'].shape, key
