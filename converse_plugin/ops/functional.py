@@ -129,8 +129,12 @@ def _depthwise_correlate(x: torch.Tensor, kernel: torch.Tensor, pad_h: int, pad_
     """Cross-correlation of each (..., m, n) array, zero-padded by (pad_h, pad_w), with its own kernel."""
     lead = x.shape[:-2]
     flat = x.reshape(1, -1, *x.shape[-2:])
-    out = F.conv2d(F.pad(flat, (pad_w, pad_w, pad_h, pad_h)), kernel.reshape(-1, 1, *kernel.shape[-2:]),
-                   groups=flat.shape[1])
+    cudnn = torch.backends.cudnn
+    # exact float32 on GPUs too: cuDNN's TF32 convolutions (on by default) would cost the filter 3 digits
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                     allow_tf32=False):
+        out = F.conv2d(F.pad(flat, (pad_w, pad_w, pad_h, pad_h)), kernel.reshape(-1, 1, *kernel.shape[-2:]),
+                       groups=flat.shape[1])
     return out.reshape(*lead, *out.shape[-2:])
 
 

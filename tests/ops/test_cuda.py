@@ -56,6 +56,19 @@ def test_cuda_matches_float64_oracle(s, k, mode, dtype):
         assert rel(cuda(xc), ref) < tol  # the cached-filter inference path
 
 
+@pytest.mark.parametrize('s', (2, 3))
+def test_cuda_filter_stays_float32_exact_with_cudnn_tf32_on(s):
+    """PyTorch's default (cuDNN TF32 on) must not reach the s > 1 filter's small convolutions."""
+    torch.backends.cudnn.allow_tf32 = True  # the autouse fixture restores it
+    torch.manual_seed(s)
+    layer = Converse2D(8, 8, kernel_size=3, scale=s, padding=2, padding_mode='replicate').double()
+    x = torch.randn(1, 8, 10, 12, dtype=torch.float64)
+    ref = oracle_module_forward(layer, x)
+    cuda = Converse2D(8, 8, kernel_size=3, scale=s, padding=2, padding_mode='replicate').cuda()
+    cuda.load_state_dict(layer.state_dict())
+    assert rel(cuda(x.float().cuda()), ref) < 1e-4
+
+
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_cuda_autocast_runs_the_operator_in_float32(dtype):
     layer = Converse2D(8, 8, kernel_size=3, scale=2, padding=2).cuda()
