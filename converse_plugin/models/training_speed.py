@@ -6,8 +6,9 @@ Option keys (all optional, all off by default):
     ``false`` (default), ``bf16`` or ``fp16``. The training forward pass runs under
     ``torch.autocast(dtype)``; losses are computed in float32 on the output cast back. ``fp16`` uses
     ``torch.amp.GradScaler`` (dynamic loss scaling; its state is saved in the ``.state`` files and restored
-    on resume); it is meant for CUDA and also runs, slowly, on the CPU. ``bf16`` needs no scaling. Converse2D always computes in float32 (or float64) inside autocast, so only the
-    convolutions, norms and activations around it change precision. Validation and testing stay in float32.
+    on resume); it is meant for CUDA and also runs, slowly, on the CPU. ``bf16`` needs no scaling.
+    Converse2D always computes in float32 (or float64) inside autocast, so only the convolutions, norms and
+    activations around it change precision. Validation and testing stay in float32.
 ``train: compile``
     ``false`` (default), ``true`` or a mapping of :func:`torch.compile` arguments (e.g. ``{mode:
     max-autotune}``). The network is compiled in place (``nn.Module.compile``), so its state-dict names,

@@ -144,7 +144,7 @@ def _aliased_spectra(weight: torch.Tensor, scale: int, height: int, width: int, 
     The mean of a spectrum over its s x s aliases (u + a h, v + b w) is the small-grid DFT of the spatial
     signal decimated by s. |F_K|^2 is the transform of the kernel's autocorrelation R (support 2k - 1,
     centred), F_K Bhat that of the kernel convolved with the s x s box at [0, s)^2 (support k + s - 1,
-    origin at k // 2). So D and E come from k-sized arrays, with no full-grid intermediates.
+    origin at k // 2). So D and E come from k-sized arrays, with no output-grid intermediates.
     """
     kh, kw = weight.shape[-2:]
     auto = _depthwise_correlate(weight, weight, kh - 1, kw - 1)  # R, (2k - 1) x (2k - 1)
@@ -296,8 +296,8 @@ def converse2d(x: torch.Tensor,
         if filt is None:
             weight, lam = weight.to(dtype), lam.to(dtype)
             if scale > 1 and torch.is_grad_enabled() and (weight.requires_grad or lam.requires_grad):
-                # recompute the filter's full-grid intermediates in the backward pass instead of keeping
-                # them alive beside the activations (cheap: the filter costs a fraction of the FFTs)
+                # recompute the filter's half-spectrum intermediates (F, the tiled ratio, their products) in
+                # the backward pass instead of keeping them beside the activations (cheap next to the FFTs)
                 filt = checkpoint(converse_filter, weight, lam, scale, h, w, use_reentrant=False)
             else:
                 filt = converse_filter(weight, lam, scale, h, w)

@@ -179,10 +179,14 @@ def evaluate(model: Any, loader: Any, metrics: dict[str, dict], lpips_opt: dict 
         for key, opt_ in all_metrics.items():
             value = calculate_metric({'img': sr_img, 'img2': gt_img}, copy.deepcopy(opt_))
             sums[key] = sums.get(key, 0.0) + float(value)
-        hits = {name, gt_name} & crop_names if crop_names is not None else set()
-        if matched is not None:
-            matched |= hits
-        if hits if crop_names is not None else count == 0:
+        if crop_names is None:
+            keep = count == 0
+        else:
+            hits = {name, gt_name} & crop_names
+            if matched is not None:
+                matched |= hits
+            keep = bool(hits)
+        if keep:
             kept[name] = {'input': tensor2img([visuals['lq']]), 'output': sr_img, 'gt': gt_img}
         del model.lq, model.output, model.gt
         count += 1
