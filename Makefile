@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv test demo clean
+.PHONY: venv test test-all demo clean
 
 venv: $(BIN)/.converse-installed
 
@@ -14,10 +14,15 @@ $(BIN)/.converse-installed: setup.py
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q --no-build-isolation basicsr==1.4.2
-	$(BIN)/pip install -q --no-build-isolation -e '.[test]'
+	$(BIN)/pip install -q --no-build-isolation -e '.[test,spandrel]'
 	touch $@
 
+# the fast tier (every module, <= 8 minutes on 2 CPU cores); test-all adds the slow end-to-end runs,
+# the long fuzz tier and the released-checkpoint reproductions (what CI runs)
 test: venv
+	$(BIN)/python -m pytest -q -m "not slow and not reproduction" tests
+
+test-all: venv
 	$(BIN)/python -m pytest -q tests
 
 demo: venv

@@ -26,7 +26,7 @@ from basicsr.utils import tensor2img  # noqa: E402
 
 from benchmarks.memory import peak_bytes  # noqa: E402
 from converse_plugin.metrics.psnr_ssim import calculate_psnr_y_matlab  # noqa: E402
-from converse_plugin.utils.tiling import tiled_forward  # noqa: E402
+from converse_plugin.models.tiling import tiled_forward  # noqa: E402
 
 SHARED = osp.join(osp.dirname(REPO), 'shared')
 

@@ -1,4 +1,4 @@
-"""Peak tensor memory for the benchmark scripts: see :func:`converse_plugin.utils.memory.peak_bytes`."""
-from converse_plugin.utils.memory import peak_bytes
+"""Peak tensor memory for the benchmark scripts: see :func:`converse_plugin.engine.memory.peak_bytes`."""
+from converse_plugin.engine.memory import peak_bytes
 
 __all__ = ['peak_bytes']

@@ -9,7 +9,7 @@ of the project; PSNR in dB). Checkpoints live in a *zoo directory*, chosen in th
 3. ``~/.cache/converse_plugin/zoo`` (where ``basicsr zoo download`` puts files by default).
 
 An option file may name a checkpoint as ``pretrain_network_g: zoo:converse_dncnn``;
-:func:`resolve_zoo_paths` (called by :func:`converse_plugin.tools.options.parse_options`) replaces it
+:func:`resolve_zoo_paths` (called by :func:`converse_plugin.engine.options.parse_options`) replaces it
 by the verified file. A missing file or a wrong sha256 is a :class:`ZooError` naming the file, the
 entry and the expected sha256.
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from converse_plugin.tools.options import OptionError
+from converse_plugin.errors import OptionError
 
 __all__ = ['ZooEntry', 'ZooError', 'ZOO', 'ENV_ZOO_DIR', 'ZOO_PREFIX', 'get_entry', 'zoo_dir', 'sha256_file',
            'verify_file', 'checkpoint_path', 'download', 'verify_dir', 'resolve_zoo_paths']
@@ -114,7 +114,7 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
         network_g={'type': 'ConverseUSRNet', **_DEBLUR_ARGS, 'kernel_size': 7, 'prior_kernel_size': 3},
         published={'BSD100 k1 PSNR': 32.46, 'BSD100 k2 PSNR': 31.20, 'BSD100 k3 PSNR': 38.40,
                    'BSD100 k4 PSNR': 32.21, 'BSD100 k5 PSNR': 34.62},
-        model_type='ConverseDeblurModel', test_dataset=_DEBLUR_SET, metrics=_DEBLUR_METRICS),
+        model_type='ConverseModel', test_dataset=_DEBLUR_SET, metrics=_DEBLUR_METRICS),
     ZooEntry(
         name='kair_dncnn_sigma25', task='gray Gaussian denoising, sigma 25 (DnCNN baseline)',
         url='https://github.com/cszn/KAIR/raw/master/model_zoo/dncnn_25.pth',
@@ -182,18 +182,18 @@ def download(name: str, directory: str | os.PathLike | None = None, url: str | N
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     source = url or entry.url
-    fd, tmp_name = tempfile.mkstemp(prefix=f'.{entry.file}.', dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, 'wb') as out, urlopen(source) as response:
+    from converse_plugin.io.checkpoint import atomic_write
+
+    def fetch(out) -> None:
+        with urlopen(source) as response:
             shutil.copyfileobj(response, out)
-        digest = sha256_file(tmp)
+        out.flush()
+        digest = sha256_file(out.name)
         if digest != entry.sha256:
             raise ZooError(f'zoo checkpoint {entry.name}: the file downloaded from {source} has sha256 {digest}, '
                            f'expected {entry.sha256}; not saved to {target}')
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(target, fetch)  # a failed download or a wrong checksum leaves nothing behind
     return target
 
 

@@ -10,8 +10,8 @@ import torch
 
 import converse_plugin  # noqa: F401  (patches BasicSR before it is imported)
 from converse_plugin import cli  # noqa: E402  isort: skip
-from converse_plugin.tools import options  # noqa: E402  isort: skip
-from converse_plugin.tools.options import OptionError, apply_force_yml, load_options, parse_options  # noqa: E402
+from converse_plugin.engine import options  # noqa: E402  isort: skip
+from converse_plugin.engine.options import OptionError, apply_force_yml, load_options, parse_options  # noqa: E402
 
 MINIMAL = """\
 name: tiny
@@ -184,8 +184,8 @@ def test_num_gpu_without_cuda_is_an_error(option_file):
 
 
 def test_train_command_reports_option_errors(tmp_path, capsys):
-    from converse_plugin.tools import test as test_tool
-    from converse_plugin.tools import train as train_tool
+    from converse_plugin.cli import test as test_tool
+    from converse_plugin.cli import train as train_tool
     assert train_tool.main(['-opt', str(tmp_path / 'missing.yml')]) == 2
     assert 'basicsr train: error: option file not found' in capsys.readouterr().err
     assert test_tool.main(['-opt', str(tmp_path / 'missing.yml')]) == 2

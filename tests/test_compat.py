@@ -1,6 +1,8 @@
-"""The BasicSR patches of converse_plugin.compat, each checked for the behaviour it promises."""
+"""The environment fixes of converse_plugin.compat, and the engine pieces that replaced BasicSR patches
+(distributed start on CPUs, DDP on CPUs, the CUDA prefetcher fallback, resuming from any directory)."""
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -10,15 +12,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-import converse_plugin  # noqa: F401  (first: applies the patches)
-import basicsr  # noqa: E402  isort: skip
-import basicsr.test  # noqa: E402  isort: skip
-import basicsr.train  # noqa: E402  isort: skip
-import basicsr.utils.options  # noqa: E402  isort: skip
+import converse_plugin  # noqa: F401  (first: applies the environment fixes)
 from basicsr.models.base_model import BaseModel  # noqa: E402  isort: skip
 from basicsr.utils import dist_util  # noqa: E402  isort: skip
 from converse_plugin import compat  # noqa: E402  isort: skip
-from converse_plugin.tools import options  # noqa: E402  isort: skip
+from converse_plugin.engine.build import make_prefetcher  # noqa: E402  isort: skip
+from converse_plugin.engine.dist import init_dist, local_rank  # noqa: E402  isort: skip
+from converse_plugin.engine.resume import load_resume_state  # noqa: E402  isort: skip
+from converse_plugin.models.base_model import PluginModel, plugin_model_class  # noqa: E402  isort: skip
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU code path')
 
@@ -26,36 +27,57 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU c
 def test_import_plugin_then_basicsr_in_a_fresh_interpreter():
     code = ('import converse_plugin, basicsr, basicsr.train, basicsr.test;'
             'from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY, DATASET_REGISTRY;'
-            "assert 'ConverseDnCNN' in ARCH_REGISTRY and 'ConverseDeblurModel' in MODEL_REGISTRY;"
-            "assert 'GaussianNoiseDataset' in DATASET_REGISTRY;"
-            "assert basicsr.train.parse_options.__module__ == 'converse_plugin.tools.options'")
+            "assert 'ConverseDnCNN' in ARCH_REGISTRY and 'ConverseModel' in MODEL_REGISTRY;"
+            "assert 'ConverseDeblurModel' in MODEL_REGISTRY and 'GaussianNoiseDataset' in DATASET_REGISTRY;"
+            "import torchvision.transforms.functional_tensor as ft; assert callable(ft.rgb_to_grayscale)")
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def test_docstring_lists_every_patch():
-    for number, patch in enumerate(compat.PATCHES, start=1):
-        assert f'({"patch"} {number})' in patch.__doc__, patch.__name__
+def test_basicsr_is_not_patched():
+    """compat holds environment fixes only: BasicSR's functions and BaseModel's methods are its own."""
+    import basicsr.train
+    import basicsr.utils.options
+    from basicsr.models.base_model import BaseModel as Base
+
+    for function in (basicsr.train.train_pipeline, basicsr.train.load_resume_state, basicsr.utils.options.parse_options,
+                     dist_util._init_dist_pytorch, Base.save_network, Base.load_network, Base.model_to_device,
+                     Base.save_training_state):
+        assert function.__module__.startswith('basicsr.'), function
+
+
+def test_docstring_lists_every_fix_and_apply_all_is_idempotent():
+    for number, fix in enumerate(compat.FIXES, start=1):
+        assert f'(fix {number})' in fix.__doc__, fix.__name__
         assert f'\n{number}. ' in compat.__doc__
-
-
-def test_safe_parse_options_everywhere_and_apply_all_is_idempotent():
-    for module in (basicsr.utils.options, basicsr.train, basicsr.test, basicsr):
-        assert module.parse_options is options.parse_options, module.__name__
-    before = (basicsr.train.train_pipeline, basicsr.test.test_pipeline, basicsr.train.load_resume_state,
-              dist_util._init_dist_pytorch, BaseModel.model_to_device)
+    before = sys.modules[compat.ALIAS]
     compat.apply_all()
-    after = (basicsr.train.train_pipeline, basicsr.test.test_pipeline, basicsr.train.load_resume_state,
-             dist_util._init_dist_pytorch, BaseModel.model_to_device)
-    assert before == after
-    assert basicsr.train_pipeline is basicsr.train.train_pipeline
+    assert sys.modules[compat.ALIAS] is before
 
 
-def test_pipelines_take_root_from_the_command_line(monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', 'x.yml', '--root', str(tmp_path / 'r')])
-    assert options.resolve_root('/default') == str(tmp_path / 'r')
-    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', 'x.yml'])
-    assert options.resolve_root('/default') == '/default'
+def test_compat_imports_nothing_of_the_plugin():
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(compat))
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or '' for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [n for n in names if n.startswith(('converse_plugin', 'basicsr'))], names
+
+
+def test_plugin_model_class_mixes_in_once_and_keeps_the_name():
+    mixed = plugin_model_class(BaseModel)
+    assert issubclass(mixed, PluginModel) and issubclass(mixed, BaseModel) and mixed.__name__ == 'BaseModel'
+    assert plugin_model_class(BaseModel) is mixed and plugin_model_class(mixed) is mixed
+
+
+def test_local_rank_from_torchrun_or_slurm(monkeypatch):
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    monkeypatch.delenv('SLURM_LOCALID', raising=False)
+    assert local_rank() == 0
+    monkeypatch.setenv('SLURM_LOCALID', '3')
+    assert local_rank() == 3
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    assert local_rank() == 1
 
 
 def _free_port() -> int:
@@ -66,11 +88,11 @@ def _free_port() -> int:
 
 @pytest.fixture
 def one_process_group(monkeypatch):
-    """A real one-process group started through BasicSR's init_dist('pytorch')."""
+    """A real one-process group started through the engine's init_dist('pytorch')."""
     for key, value in dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
                            MASTER_PORT=str(_free_port())).items():
         monkeypatch.setenv(key, value)
-    dist_util.init_dist('pytorch')
+    init_dist('pytorch')
     yield
     dist.destroy_process_group()
 
@@ -82,8 +104,8 @@ def test_init_dist_uses_gloo_without_cuda(one_process_group):
 
 
 @no_cuda
-def test_ddp_on_the_cpu(one_process_group):
-    model = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': True})
+def test_plugin_model_wraps_ddp_on_the_cpu(one_process_group):
+    model = plugin_model_class(BaseModel)({'num_gpu': 0, 'is_train': False, 'dist': True})
     net = model.model_to_device(nn.Linear(3, 2))
     assert isinstance(net, nn.parallel.DistributedDataParallel) and net.device_ids is None
     net(torch.ones(4, 3)).sum().backward()  # the gradient all-reduce runs on gloo
@@ -94,7 +116,8 @@ def test_ddp_on_the_cpu(one_process_group):
 def test_cuda_prefetch_mode_falls_back_to_the_cpu_prefetcher():
     loader = torch.utils.data.DataLoader(list(range(3)), batch_size=2)
     with pytest.warns(RuntimeWarning, match="prefetch_mode 'cuda' needs CUDA"):
-        prefetcher = basicsr.train.CUDAPrefetcher(loader, {'num_gpu': 0})
+        prefetcher = make_prefetcher({'datasets': {'train': {'prefetch_mode': 'cuda'}}, 'num_gpu': 0}, loader,
+                                     logging.getLogger('test'))
     assert prefetcher.next().tolist() == [0, 1]
     assert prefetcher.next().tolist() == [2]
     assert prefetcher.next() is None
@@ -118,7 +141,7 @@ def test_auto_resume_finds_the_latest_state_under_the_root_from_any_directory(tm
     exp, opt = _states(tmp_path, [4, 12, 8])
     monkeypatch.chdir(tmp_path)  # BasicSR 1.4.2 would look in ./experiments/run/training_states
     opt['auto_resume'] = True
-    state = basicsr.train.load_resume_state(opt)
+    state = load_resume_state(opt)
     assert state['iter'] == 12 and state['optimizers'][0]['x'].device.type == 'cpu'
     assert opt['path']['resume_state'] == str(exp / 'training_states' / '12.state')
     assert opt['path']['pretrain_network_g'] == str(exp / 'models' / 'net_g_12.pth')
@@ -126,15 +149,15 @@ def test_auto_resume_finds_the_latest_state_under_the_root_from_any_directory(tm
 
 def test_auto_resume_without_states_starts_fresh(tmp_path):
     _, opt = _states(tmp_path, [])
-    assert basicsr.train.load_resume_state(dict(opt, auto_resume=True)) is None
+    assert load_resume_state(dict(opt, auto_resume=True)) is None
 
 
 def test_resume_state_path_loads_on_the_cpu(tmp_path):
     exp, opt = _states(tmp_path, [4, 8])
     opt['path']['resume_state'] = str(exp / 'training_states' / '4.state')
-    state = basicsr.train.load_resume_state(dict(opt, auto_resume=False))
+    state = load_resume_state(dict(opt, auto_resume=False))
     assert state['iter'] == 4
     opt['path']['resume_state'] = str(tmp_path / 'nope.state')
     with pytest.raises(FileNotFoundError, match='nope.state'):
-        basicsr.train.load_resume_state(dict(opt, auto_resume=False))
+        load_resume_state(dict(opt, auto_resume=False))
 

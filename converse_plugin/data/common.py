@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch.utils import data as data
 
-from converse_plugin.utils.errors import DataError, DataFileNotFoundError
+from converse_plugin.errors import DataError, DataFileNotFoundError
 
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.webp')
+from converse_plugin.io.images import IMAGE_EXTENSIONS as IMG_EXTENSIONS  # noqa: E402  (the one list)
 COLORS = {'rgb': cv2.IMREAD_COLOR, 'gray': cv2.IMREAD_GRAYSCALE}
 
 

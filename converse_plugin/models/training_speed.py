@@ -1,4 +1,4 @@
-"""Mixed precision, ``torch.compile`` and safetensors checkpoints for BasicSR models (a mixin).
+"""Mixed precision and ``torch.compile`` for BasicSR models (a mixin).
 
 Option keys (all optional, all off by default):
 
@@ -13,20 +13,15 @@ Option keys (all optional, all off by default):
     ``false`` (default), ``true`` or a mapping of :func:`torch.compile` arguments (e.g. ``{mode:
     max-autotune}``). The network is compiled in place (``nn.Module.compile``), so its state-dict names,
     saving, EMA and resuming are unchanged.
-``path: save_format``
-    ``pth`` (default) or ``safetensors``: with ``safetensors``, every saved network is also written as
-    ``<models>/<label>_<iter>.safetensors`` (one state dict: ``params_ema`` when an EMA is kept, else
-    ``params``); the ``.pth`` is still written because resuming reads it.
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from typing import Any
 
 import torch
 
-from converse_plugin.utils.errors import OptionError
+from converse_plugin.errors import OptionError
 
 __all__ = ['TrainingSpeedMixin', 'parse_amp', 'parse_compile']
 
@@ -44,19 +39,52 @@ def parse_amp(value: Any, device: torch.device) -> torch.dtype | None:
     return AMP_DTYPES[value]
 
 
-def parse_compile(value: Any) -> dict | None:
-    """``train: compile`` -> keyword arguments for torch.compile, or None when off."""
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+COMPILE_KEYS = ('mode', 'fullgraph', 'dynamic', 'backend', 'options')
+
+
+def parse_compile(value: Any, device: torch.device | None = None) -> dict | None:
+    """``train: compile`` -> keyword arguments for :func:`torch.compile`, or None when off.
+
+    ``true`` (default mode), a mode name (``default``, ``reduce-overhead`` = CUDA graphs for fixed crop
+    sizes, ``max-autotune``, ``max-autotune-no-cudagraphs``), or a mapping of torch.compile arguments
+    (``mode``, ``fullgraph``, ``dynamic``, ``backend``, ``options``). Modes that capture CUDA graphs need a
+    CUDA device: on ``device`` cpu they are refused with a message saying what to use instead.
+    """
     if value in (None, False, 'false', 'False'):
         return None
     if value is True or value in ('true', 'True'):
-        return {}
-    if isinstance(value, dict):
-        return dict(value)
-    raise OptionError(f'train:compile: expected true, false or a mapping of torch.compile arguments, got {value!r}')
+        kwargs: dict = {}
+    elif isinstance(value, str):
+        kwargs = {'mode': value}
+    elif isinstance(value, dict):
+        kwargs = dict(value)
+    else:
+        raise OptionError(f'train:compile: expected true, false, a mode ({", ".join(COMPILE_MODES)}) or a mapping '
+                          f'of torch.compile arguments ({", ".join(COMPILE_KEYS)}), got {value!r}')
+    unknown = sorted(set(map(str, kwargs)) - set(COMPILE_KEYS))
+    if unknown:
+        raise OptionError(f'train:compile: unknown key(s) {", ".join(unknown)}; torch.compile takes {", ".join(COMPILE_KEYS)}')
+    mode = kwargs.get('mode')
+    if mode is not None and mode not in COMPILE_MODES:
+        raise OptionError(f'train:compile:mode: expected one of {", ".join(COMPILE_MODES)}, got {mode!r}')
+    for key in ('fullgraph', 'dynamic'):
+        if key in kwargs and kwargs[key] is not None and not isinstance(kwargs[key], bool):
+            raise OptionError(f'train:compile:{key}: expected true, false or ~, got {kwargs[key]!r}')
+    if 'options' in kwargs and not isinstance(kwargs['options'], dict):
+        raise OptionError(f'train:compile:options: expected a mapping, got {kwargs["options"]!r}')
+    if 'backend' in kwargs and not isinstance(kwargs['backend'], str):
+        raise OptionError(f'train:compile:backend: expected a backend name such as inductor, got {kwargs["backend"]!r}')
+    if mode in ('reduce-overhead', 'max-autotune') and device is not None and device.type != 'cuda':
+        raise OptionError(f'train:compile:mode {mode!r} captures CUDA graphs, which need a CUDA device; this run is on '
+                          f'{device.type}: use mode default or max-autotune-no-cudagraphs')
+    if mode is None:
+        kwargs.pop('mode', None)
+    return kwargs
 
 
 class TrainingSpeedMixin:
-    """Adds ``train: amp``, ``train: compile`` and ``path: save_format`` to an SRModel subclass.
+    """Adds ``train: amp`` and ``train: compile`` to an SRModel subclass.
 
     Put it before the model in the bases: ``class M(TrainingSpeedMixin, SRModel)``. With every option
     off, training runs SRModel's own ``optimize_parameters`` unchanged.
@@ -68,10 +96,7 @@ class TrainingSpeedMixin:
     def init_training_settings(self) -> None:
         train_opt = self.opt['train']
         self.amp_dtype = parse_amp(train_opt.get('amp', False), self.device)
-        compile_kwargs = parse_compile(train_opt.get('compile', False))
-        save_format = self.opt['path'].get('save_format') or 'pth'
-        if save_format not in ('pth', 'safetensors'):
-            raise OptionError(f"path:save_format: expected 'pth' or 'safetensors', got {save_format!r}")
+        compile_kwargs = parse_compile(train_opt.get('compile', False), self.device)
         super().init_training_settings()
         if self.amp_dtype is torch.float16:
             self.grad_scaler = torch.amp.GradScaler(self.device.type)
@@ -89,7 +114,7 @@ class TrainingSpeedMixin:
             logger.info(f'torch.compile: net_g compiled with {compile_kwargs or "default arguments"}')
 
     def extra_training_state(self) -> dict:
-        """Saved in each ``.state`` file beside the optimizers (by the patched save_training_state)."""
+        """Saved in each ``.state`` file beside the optimizers (PluginModel.save_training_state)."""
         return {'grad_scaler': self.grad_scaler.state_dict()} if self.grad_scaler is not None else {}
 
     def resume_training(self, resume_state: dict) -> None:
@@ -139,17 +164,3 @@ class TrainingSpeedMixin:
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
-
-    def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
-        super().save_network(net, net_label, current_iter, param_key)
-        if (self.opt['path'].get('save_format') or 'pth') != 'safetensors' or self.opt.get('rank', 0) != 0:
-            return
-        from converse_plugin.utils.checkpoint_io import save_state_dict_file
-        nets = net if isinstance(net, list) else [net]
-        keys = param_key if isinstance(param_key, list) else [param_key]
-        key = 'params_ema' if 'params_ema' in keys else keys[0]
-        chosen = nets[keys.index(key)]
-        label = 'latest' if current_iter == -1 else current_iter
-        path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.safetensors')
-        save_state_dict_file(self.get_bare_model(chosen).state_dict(), path,
-                             metadata={'param_key': key, 'arch': self.opt['network_g'].get('type', '')})

@@ -329,7 +329,8 @@ def test_exclude_leaves_a_layer_alone():
 
 
 @pytest.mark.parametrize('opt, message', [
-    ({'type': 'ConverseConverted', 'network': {'type': 'NoSuchNet'}}, r"network_g\.network\.type: 'NoSuchNet' is not"),
+    ({'type': 'ConverseConverted', 'network': {'type': 'NoSuchNet'}}, r"network_g\.network\.type: unknown network type 'NoSuchNet'"),
+    ({'type': 'ConverseConverted', 'network': {'type': 'ConverseConverted'}}, r'cannot be converted again'),
     ({'type': 'ConverseConverted'}, r'network_g\.network: expected the original architecture'),
     ({'type': 'ConverseConverted', 'network': {'upscale': 4}}, r'network_g\.network\.type: missing'),
     ({'type': 'ConverseConverted', 'network': {'type': 'MSRResNet'}, 'upscale': 4},
@@ -339,7 +340,7 @@ def test_exclude_leaves_a_layer_alone():
     ({'type': 'ConverseConverted', 'network': {'type': 'MSRResNet'}, 'convert': {'upsample_padding_mode': 'wrap'}},
      r'network_g\.convert\.upsample_padding_mode: expected one of'),
     ({'type': 'ConverseConverted', 'network': {'type': 'MSRResNet', 'num_feats': 8}},
-     r'network_g\.network: cannot build MSRResNet'),
+     r"network_g\.network: MSRResNet: .*unexpected keyword argument 'num_feats'"),
     ({'type': 'ConverseConverted', 'network': {'type': 'MSRResNet'}, 'convert': {'upsample': False}},
      r'every rule is off'),
     ({'type': 'ConverseConverted', 'network': {'type': 'DnCNN', 'num_feat': 8, 'num_conv': 3}},

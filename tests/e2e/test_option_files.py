@@ -14,7 +14,7 @@ import torch
 import converse_plugin  # noqa: F401  (registers everything; patches BasicSR first)
 from basicsr.archs import build_network  # noqa: E402  isort: skip
 from basicsr.utils.registry import DATASET_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY  # noqa: E402  isort: skip
-from converse_plugin.tools.options import load_options, parse_options  # noqa: E402  isort: skip
+from converse_plugin.engine.options import load_options, parse_options  # noqa: E402  isort: skip
 from tests.e2e.helpers import OPTIONS, SHARED, needs_shared  # noqa: E402  isort: skip
 
 FILES = sorted(f for f in glob.glob(osp.join(OPTIONS, '*', '*.yml'))

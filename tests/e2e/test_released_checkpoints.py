@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from converse_plugin.metrics.psnr_ssim import calculate_psnr_y_matlab  # first: it patches BasicSR's imports
-from converse_plugin.tools.options import load_options
+from converse_plugin.engine.options import load_options
 from basicsr.metrics import calculate_psnr, calculate_ssim  # noqa: E402  isort: skip
 from tests.e2e.helpers import OPTIONS, SHARED, check_ok, experiment_log, needs_shared, run_cli, validation_values
 

@@ -1,5 +1,5 @@
 """Interrupted training resumed with ``--auto_resume`` from another directory, a user's own train.py
-calling BasicSR's ``train_pipeline``, and two-process distributed training on the CPU."""
+calling the plugin's ``train_pipeline``, and two-process distributed training on the CPU."""
 from __future__ import annotations
 
 import glob
@@ -18,25 +18,24 @@ NAME = 'train_ConverseDnCNN_gray_sigma25'
 KILL_AFTER_FIRST_CHECKPOINT = '''
 import os, signal, sys
 import converse_plugin
-from basicsr.models.sr_model import SRModel
 from converse_plugin.cli import main
+from converse_plugin.models.base_model import PluginModel
 
-_save = SRModel.save
+_save = PluginModel.save
 
-def save(self, epoch, current_iter):
-    _save(self, epoch, current_iter)
+def save(self, epoch, current_iter, progress=None):
+    _save(self, epoch, current_iter, progress)
     os.kill(os.getpid(), signal.SIGKILL)
 
-SRModel.save = save
+PluginModel.save = save
 sys.exit(main())
 '''
 
-# A user's own train.py, as in BasicSR's README: import the plugin, then BasicSR's pipeline.
+# A user's own train.py, as in BasicSR's README, with the plugin's pipeline in place of BasicSR's.
 USER_TRAIN_PY = '''
 from os import path as osp
 
-import converse_plugin  # noqa: F401  (registers the archs, datasets, models; patches BasicSR)
-from basicsr.train import train_pipeline
+from converse_plugin import train_pipeline  # registers the archs, datasets, models
 
 if __name__ == '__main__':
     train_pipeline(osp.dirname(osp.abspath(__file__)))
@@ -50,9 +49,10 @@ import torch.distributed as dist
 import converse_plugin
 from basicsr.models.sr_model import SRModel
 from converse_plugin.cli import main
+from converse_plugin.models.base_model import PluginModel
 
 OUT = os.environ['RANK_STATES']
-_init, _save = SRModel.init_training_settings, SRModel.save
+_init, _save = SRModel.init_training_settings, PluginModel.save
 
 def dump(model, tag):
     net = model.get_bare_model(model.net_g)
@@ -63,12 +63,12 @@ def init_training_settings(self):
     dump(self, 'init')
     _init(self)
 
-def save(self, epoch, current_iter):
-    _save(self, epoch, current_iter)
+def save(self, epoch, current_iter, progress=None):
+    _save(self, epoch, current_iter, progress)
     if current_iter == -1:
         dump(self, 'final')
 
-SRModel.init_training_settings, SRModel.save = init_training_settings, save
+SRModel.init_training_settings, PluginModel.save = init_training_settings, save
 sys.exit(main())
 '''
 

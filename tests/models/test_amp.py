@@ -9,8 +9,8 @@ import torch
 import converse_plugin  # noqa: F401
 from converse_plugin.models import ConverseDeblurModel
 from converse_plugin.models.training_speed import parse_amp, parse_compile
-from converse_plugin.utils.checkpoint_io import load_state_dict_file, read_safetensors_metadata
-from converse_plugin.utils.errors import OptionError
+from converse_plugin.io.checkpoint import load_state_dict_file, read_safetensors_metadata
+from converse_plugin.errors import OptionError
 
 NET = {'type': 'ConverseDnCNN', 'num_feat': 8, 'num_block': 1, 'kernel_size': 3, 'padding': 2, 'residual': True}
 

@@ -8,7 +8,7 @@ import torch
 import converse_plugin  # noqa: F401
 from basicsr.models import build_model  # noqa: E402  isort: skip
 
-from converse_plugin.models.converse_deblur_model import tile_options
+from converse_plugin.models.converse_model import tile_options
 from tests.models.test_converse_deblur_model import make_opt
 
 SR = {'type': 'ConverseMSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 2}

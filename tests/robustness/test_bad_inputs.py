@@ -126,7 +126,7 @@ def test_image_smaller_than_the_crop(capsys, tmp_path, data):
 
 def test_gray_and_rgb_images_are_converted_and_reported(tmp_path):
     from converse_plugin.data import GaussianNoiseDataset
-    from converse_plugin.tools.validate import validate_options
+    from converse_plugin.engine.validate import validate_options
 
     gray = make_images(str(tmp_path / 'gray'), n=2, size=24, gray=True)
     rgb = make_images(str(tmp_path / 'rgb'), n=2, size=24)

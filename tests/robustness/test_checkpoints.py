@@ -4,13 +4,14 @@ from __future__ import annotations
 import io
 import os
 
-import basicsr.train
+
 import pytest
 import torch
 
-from converse_plugin.utils import checkpoint
-from converse_plugin.utils.checkpoint import atomic_save, find_resume_state, load_checkpoint
-from converse_plugin.utils.errors import CheckpointError, CheckpointNotFoundError
+from converse_plugin.io import checkpoint
+from converse_plugin.engine.resume import load_resume_state
+from converse_plugin.io.checkpoint import atomic_save, find_resume_state, load_checkpoint
+from converse_plugin.errors import CheckpointError, CheckpointNotFoundError
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails_midway(tmp_path, monkeypatch):
@@ -53,7 +54,7 @@ def test_auto_resume_skips_a_corrupt_newest_state_with_a_warning(tmp_path, capsy
     (states / '.12.state.999.tmp').write_bytes(b'partial')  # an interrupted atomic save
     opt = {'name': 'run', 'num_gpu': 0, 'network_g': {}, 'auto_resume': True,
            'path': {'models': str(states.parent / 'models'), 'training_states': str(states), 'resume_state': None}}
-    state = basicsr.train.load_resume_state(opt)
+    state = load_resume_state(opt)
     assert state['iter'] == 4 and opt['path']['resume_state'] == str(states / '4.state')
     err = capsys.readouterr().err
     assert 'skipping' in err and '8.state' in err and 'truncated' in err
@@ -69,4 +70,4 @@ def test_an_explicit_resume_state_that_is_corrupt_is_an_error(tmp_path):
     opt = {'name': 'run', 'num_gpu': 0, 'network_g': {}, 'auto_resume': False,
            'path': {'models': str(tmp_path), 'training_states': str(tmp_path), 'resume_state': str(tmp_path / '5.state')}}
     with pytest.raises(CheckpointError, match='training state .*5.state'):
-        basicsr.train.load_resume_state(opt)
+        load_resume_state(opt)

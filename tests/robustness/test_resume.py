@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from converse_plugin.utils.checkpoint import SLOW_SAVE_ENV
+from converse_plugin.io.checkpoint import SLOW_SAVE_ENV
 from tests.e2e.helpers import REPO, check_ok, run_cli
 from tests.robustness.common import make_images, options, write_options
 
@@ -25,7 +25,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _kill_while_saving(args: list[str], cwd: str, pause_on: str, timeout: float = 240) -> str:
     """Start ``python -m converse_plugin ARGS``, wait until it has half-written the file named like
-    ``pause_on`` (the save pauses there, see converse_plugin.utils.checkpoint.SLOW_SAVE_ENV), SIGKILL it."""
+    ``pause_on`` (the save pauses there, see converse_plugin.io.checkpoint.SLOW_SAVE_ENV), SIGKILL it."""
     proc = subprocess.Popen([sys.executable, '-m', 'converse_plugin', *args], cwd=cwd, env=_env(**{SLOW_SAVE_ENV: pause_on}),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []

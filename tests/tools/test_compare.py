@@ -12,9 +12,9 @@ import torch
 import torchvision
 
 from converse_plugin.archs import ConverseDnCNN, DnCNN
-from converse_plugin.tools import compare as compare_cli
-from converse_plugin.tools import test as test_cli
-from converse_plugin.tools.options import OptionError
+from converse_plugin.cli import compare as compare_cli
+from converse_plugin.cli import test as test_cli
+from converse_plugin.engine.options import OptionError
 
 NETS = {
     'tiny_converse': ('ConverseDnCNN', {'num_feat': 8, 'num_block': 1, 'kernel_size': 3, 'padding': 2}),

@@ -11,10 +11,10 @@ from torch import nn
 import converse_plugin  # noqa: F401
 from converse_plugin.archs import ConverseDnCNN, ConverseMSRResNet, ConverseNet, ConverseUSRNet, DnCNN
 from converse_plugin.ops import Converse2D, converse2d
-from converse_plugin.tools import export
-from converse_plugin.utils.checkpoint_io import load_state_dict_file, read_safetensors_metadata, save_state_dict_file
+from converse_plugin.cli import export
+from converse_plugin.io.checkpoint import load_state_dict_file, read_safetensors_metadata, save_state_dict_file
 from converse_plugin.utils.export_ops import converse2d_real, export_mode
-from converse_plugin.utils.model_loading import LoadedModel
+from converse_plugin.io.model_files import LoadedModel
 
 onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')

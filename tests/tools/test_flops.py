@@ -8,9 +8,9 @@ import torch
 from mmengine.analysis import FlopAnalyzer
 from torch import nn
 
-from converse_plugin.complexity import analyze, example_inputs, parse_input_size
+from converse_plugin.engine.complexity import analyze, example_inputs, parse_input_size
 from converse_plugin.ops import Converse2D
-from converse_plugin.tools import flops as flops_cli
+from converse_plugin.cli import flops as flops_cli
 
 
 def nlogn(n: int) -> float:

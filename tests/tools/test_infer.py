@@ -9,9 +9,9 @@ import torch
 
 import converse_plugin  # noqa: F401
 from converse_plugin.archs import ConverseDnCNN, ConverseUSRNet, DnCNN
-from converse_plugin.tools import infer
-from converse_plugin.utils.checkpoint_io import save_state_dict_file
-from converse_plugin.utils.tiling import tile_starts, tiled_forward
+from converse_plugin.cli import infer
+from converse_plugin.io.checkpoint import save_state_dict_file
+from converse_plugin.models.tiling import tile_starts, tiled_forward
 
 GRAY_KWARGS = '{"num_feat": 4, "num_block": 1, "kernel_size": 3, "padding": 2}'
 

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from converse_plugin import zoo
-from converse_plugin.tools import zoo as zoo_cli
-from converse_plugin.tools.options import OptionError, parse_options
+from converse_plugin.cli import zoo as zoo_cli
+from converse_plugin.engine.options import OptionError, parse_options
 from tests.conftest import require_shared
 
 OPTION = """\

@@ -52,19 +52,14 @@ def ConverseConverted(network: Mapping[str, Any] | None = None, convert: Mapping
     if not isinstance(network, Mapping):
         raise ValueError(f'{WHERE}.network: expected the original architecture as a mapping with a type '
                          f'(e.g. {{type: MSRResNet, upscale: 4}}), got {network!r}')
-    network = dict(network)
-    arch = network.pop('type', None)
+    arch = network.get('type')
     if arch is None:
         raise ValueError(f'{WHERE}.network.type: missing; expected a registered architecture such as MSRResNet')
-    if arch == 'ConverseConverted' or arch not in ARCH_REGISTRY:
-        known = sorted(name for name, _ in ARCH_REGISTRY if name != 'ConverseConverted')
-        raise ValueError(f'{WHERE}.network.type: {arch!r} is not a registered architecture to convert; '
-                         f'expected one of {known}')
+    from converse_plugin.registries import build_network, lookup
+    if lookup('network', arch, f'{WHERE}.network.type') is ConverseConverted:
+        raise ValueError(f'{WHERE}.network.type: {arch!r} cannot be converted again; give the original architecture')
     opts = ConvertOptions.from_dict(convert, where=f'{WHERE}.convert')
-    try:
-        original = ARCH_REGISTRY.get(arch)(**network)
-    except TypeError as err:
-        raise ValueError(f'{WHERE}.network: cannot build {arch} from {network}: {err}') from err
+    original = build_network(network, f'{WHERE}.network')
     model, report = convert_to_converse(original, opts, inplace=True)
     basicsr_logger().info(f'ConverseConverted: {report.summary()}')
     return model

@@ -13,7 +13,8 @@ import numpy as np
 
 __all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'LoadedImage', 'list_image_files', 'read_image', 'write_image']
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+# the one list of image file suffixes (data folders, infer inputs); all decoded by OpenCV
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.webp')
 
 
 class ImageReadError(ValueError):

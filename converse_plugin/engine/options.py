@@ -1,4 +1,4 @@
-"""Safe option parsing for ``basicsr train`` / ``basicsr test`` (and BasicSR's own pipelines).
+"""Safe option parsing for ``basicsr train`` / ``basicsr test`` (the plugin's pipelines).
 
 BasicSR 1.4.2's :func:`basicsr.utils.options.parse_options` reads the YAML file with a full
 (``yaml.Loader``/``CLoader``) loader, which constructs arbitrary Python objects from ``!!python/...``
@@ -12,28 +12,27 @@ drop-in replacement with the same command line and the same resulting ``opt`` di
   ``yaml.safe_load``; a key that does not exist is an error that names it.
 
 It also adds ``--root DIR`` (where ``experiments/``, ``results/`` and ``tb_logger/`` go; default: the
-``root_path`` the pipeline was given) and torch 2's spelling ``--local-rank``.
-:mod:`converse_plugin.compat` installs :func:`parse_options` in place of BasicSR's.
+``root_path`` the pipeline was given), ``--import MODULE`` (load another BasicSR plugin, e.g.
+``realesrgan``, before the options are checked) and torch 2's spelling ``--local-rank``.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
 import re
 import sys
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from os import path as osp
 from typing import Any
 
 import torch
 import yaml
 
-from converse_plugin.utils.errors import OptionError  # a user error; the message names the file or key
+from converse_plugin.errors import OptionError  # a user error; the message names the file or key
 
 __all__ = ['OptionError', 'build_parser', 'load_options', 'parse_force_yml_value', 'apply_force_yml',
-           'resolve_root', 'parse_options', 'patched_argv']
+           'resolve_root', 'parse_options', 'import_plugins', 'copy_option_file']
 
 _SafeBase = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
 
@@ -159,7 +158,41 @@ def build_parser(is_train: bool = True, prog: str | None = None) -> argparse.Arg
                         help='override options, e.g. train:ema_decay=0.999 datasets:train:dataroot_gt=/data')
     parser.add_argument('--root', type=str, default=None,
                         help='folder for experiments/, results/ and tb_logger/ (default: the current directory)')
+    parser.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
+                        help='import MODULE (another BasicSR plugin, e.g. realesrgan) before the options are '
+                             'checked, so its registered types can be used; repeatable')
     return parser
+
+
+def import_plugins(modules: Sequence[str], file: str = '') -> None:
+    """Import each module of ``--import`` (and of the option file's top-level ``imports:`` list), so that
+    the classes it registers in BasicSR's registries can be named in the option file.
+
+    Raises:
+        OptionError: a module cannot be imported (the message names it and the error).
+    """
+    import importlib
+
+    for name in modules:
+        if not isinstance(name, str) or not name.strip():
+            raise OptionError(f'{file + ": " if file else ""}imports: expected module names, got {name!r}')
+        try:
+            importlib.import_module(name.strip())
+        except Exception as err:  # noqa: BLE001 (any import failure of a user's plugin is reported, not raised)
+            where = f'{file}: imports' if file else '--import'
+            raise OptionError(f'{where}: cannot import {name!r} ({type(err).__name__}: {err}); '
+                              'is the package installed in this environment?') from None
+
+
+def copy_option_file(option_file: str, folder: str, command: str) -> None:
+    """Copy the option file into ``folder`` with a header recording when and by which command it ran
+    (what BasicSR's ``copy_opt_file`` writes, with the command given explicitly)."""
+    import time
+
+    with open(option_file, encoding='utf-8') as f:
+        text = f.read()
+    with open(osp.join(folder, osp.basename(option_file)), 'w', encoding='utf-8') as f:
+        f.write(f'# GENERATOR TIME: {time.asctime()}\n# CMD:\n# {command}\n\n{text}')
 
 
 def resolve_root(root_path: str, argv: Sequence[str] | None = None) -> str:
@@ -192,15 +225,23 @@ def parse_options(root_path: str, is_train: bool = True, argv: Sequence[str] | N
     output folders under ``--root`` if given; ``num_gpu`` > 0 without CUDA is an error instead of a crash
     later. ``argv`` defaults to ``sys.argv[1:]`` (BasicSR parses the process's command line).
     """
-    # imported here: this module is imported by converse_plugin.compat while BasicSR is being patched
     from basicsr.utils import set_random_seed
-    from basicsr.utils.dist_util import get_dist_info, init_dist
+    from basicsr.utils.dist_util import get_dist_info
+
+    from converse_plugin.engine.dist import init_dist
 
     args = build_parser(is_train).parse_args(list(sys.argv[1:] if argv is None else argv))
     root_path = osp.abspath(osp.expanduser(args.root or root_path))
 
     opt = load_options(args.opt)
     apply_force_yml(opt, args.force_yml)
+    imports = opt.get('imports') or []
+    if isinstance(imports, str):
+        imports = [imports]
+    if not isinstance(imports, list):
+        raise OptionError(f'{args.opt}: imports: expected a list of module names, got {imports!r}')
+    import_plugins(args.imports)
+    import_plugins(imports, args.opt)
     _check_required(opt, args.opt, is_train)
     from converse_plugin.zoo import resolve_zoo_paths  # pretrain_network_g: zoo:NAME -> verified file
     resolve_zoo_paths(opt, args.opt)
@@ -211,10 +252,11 @@ def parse_options(root_path: str, is_train: bool = True, argv: Sequence[str] | N
         print('Disable distributed.', flush=True)
     else:
         opt['dist'] = True
-        if args.launcher == 'slurm' and 'dist_params' in opt:
-            init_dist(args.launcher, **opt['dist_params'])
-        else:
-            init_dist(args.launcher)
+        dist_params = opt.get('dist_params') or {}
+        if not isinstance(dist_params, dict):
+            raise OptionError(f'{args.opt}: dist_params must be a mapping, got {dist_params!r}')
+        init_dist(args.launcher, port=dist_params.get('port') if args.launcher == 'slurm' else None,
+                  backend=dist_params.get('backend', 'nccl'))
     opt['rank'], opt['world_size'] = get_dist_info()
 
     # random seed
@@ -272,13 +314,3 @@ def parse_options(root_path: str, is_train: bool = True, argv: Sequence[str] | N
     return opt, args
 
 
-@contextlib.contextmanager
-def patched_argv(prog: str, argv: Sequence[str]) -> Iterator[None]:
-    """Run BasicSR's pipelines, which read ``sys.argv``, on ``argv``; the copied option file records the
-    command as ``prog argv...``."""
-    saved = sys.argv
-    sys.argv = [prog, *argv]
-    try:
-        yield
-    finally:
-        sys.argv = saved

@@ -1,4 +1,10 @@
-"""Checkpoint I/O that loses nothing and runs no code: atomic saves, safe loads, clear mismatch reports.
+"""Checkpoint I/O that loses nothing and runs no code: the plugin's one module for network and training
+state files (``.pth``, ``.state``, ``.safetensors``).
+
+- :func:`atomic_write` / :func:`atomic_save`: the one atomic writer (temporary file, fsync, rename).
+- :func:`select_params`: the one rule for ``params`` / ``params_ema`` / plain state dicts;
+  :func:`strip_module_prefix`: the one ``module.`` stripper; :func:`check_state_dict`: the one mismatch
+  report.
 
 - :func:`atomic_save` writes ``torch.save(obj)`` to a temporary file in the target folder, flushes and
   fsyncs it, then renames it over the target (``os.replace`` is atomic on POSIX and Windows). A process
@@ -13,6 +19,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -23,10 +30,17 @@ from typing import Any
 
 import torch
 
-from converse_plugin.utils.errors import CheckpointError, CheckpointNotFoundError
+from converse_plugin.errors import CheckpointError, CheckpointNotFoundError
 
-__all__ = ['atomic_save', 'load_checkpoint', 'load_training_state', 'load_network_params', 'state_dict_mismatch',
-           'mismatch_message', 'find_resume_state', 'SLOW_SAVE_ENV']
+__all__ = ['atomic_write', 'atomic_save', 'load_checkpoint', 'load_training_state', 'load_network_params',
+           'load_state_dict_file', 'select_params', 'strip_module_prefix', 'save_state_dict_file', 'is_safetensors',
+           'read_safetensors_metadata', 'state_dict_mismatch', 'mismatch_message', 'check_state_dict',
+           'find_resume_state', 'PARAM_KEYS', 'SLOW_SAVE_ENV', 'SAFETENSORS_SUFFIX']
+
+# BasicSR's entries of a network checkpoint, in the order the automatic rule prefers them
+PARAM_KEYS = ('params_ema', 'params')
+MODULE_PREFIX = 'module.'
+SAFETENSORS_SUFFIX = '.safetensors'
 
 # Test hook (unset in normal use): when a saved file's name contains this variable's value, the save writes
 # half of the bytes, prints a marker line to stderr and pauses for a minute, so that a test can kill the
@@ -34,21 +48,19 @@ __all__ = ['atomic_save', 'load_checkpoint', 'load_training_state', 'load_networ
 SLOW_SAVE_ENV = 'CONVERSE_TEST_SLOW_SAVE'
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save(obj, path)``, atomically: the file at ``path`` is either the old one or the new one.
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    """Write a file atomically: the file at ``path`` is either the old one or the complete new one.
 
-    The bytes go to ``<dir>/.<name>.<pid>.tmp`` first (same folder, so the rename never crosses file
-    systems), are flushed and fsynced, and the temporary file is then renamed to ``path``.
+    ``write(f)`` writes the bytes to ``f``, an open binary file ``<dir>/.<name>.<pid>.tmp`` in the same
+    folder (so the rename never crosses file systems); it is flushed and fsynced, then renamed to ``path``.
+    This is the plugin's one atomic writer: checkpoints, training states, safetensors files, downloads.
     """
-    folder, name = osp.split(osp.abspath(path))
+    folder, name = osp.split(osp.abspath(str(path)))
+    os.makedirs(folder, exist_ok=True)
     tmp = osp.join(folder, f'.{name}.{os.getpid()}.tmp')
     try:
         with open(tmp, 'wb') as f:
-            pause_on = os.environ.get(SLOW_SAVE_ENV)
-            if pause_on and pause_on in name:
-                _slow_write(obj, f, 60.0)
-            else:
-                torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -56,6 +68,20 @@ def atomic_save(obj: Any, path: str) -> None:
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` through :func:`atomic_write`."""
+    name = osp.basename(str(path))
+
+    def write(f) -> None:
+        pause_on = os.environ.get(SLOW_SAVE_ENV)
+        if pause_on and pause_on in name:
+            _slow_write(obj, f, 60.0)
+        else:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def _slow_write(obj: Any, f, delay: float) -> None:
@@ -134,33 +160,131 @@ def load_training_state(path: str, map_location: Any = 'cpu') -> dict:
     return dict(state)
 
 
-def load_network_params(path: str, param_key: str | None = 'params') -> tuple[dict, str | None]:
-    """The state dict of a network checkpoint: entry ``param_key`` (BasicSR's ``params``/``params_ema``;
-    ``params`` when ``params_ema`` is absent, as BasicSR does), or the whole file for ``param_key`` None;
-    ``module.`` prefixes removed. Returns ``(state_dict, key used)``.
+def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """``state_dict`` without the ``module.`` prefix that DataParallel / DistributedDataParallel add."""
+    return {(k[len(MODULE_PREFIX):] if k.startswith(MODULE_PREFIX) else k): v for k, v in state_dict.items()}
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def select_params(loaded: Any, param_key: str | None, path: str) -> tuple[dict, str | None]:
+    """The one rule that picks a network's state dict out of a loaded checkpoint.
+
+    - ``param_key`` given (BasicSR's ``path:param_key_g``, default ``params``): that entry; when it is
+      absent but ``params`` exists, ``params`` (as BasicSR 1.4.2 does for ``params_ema``).
+    - ``param_key`` None (``param_key_g: ~``, and every tool that takes "a checkpoint"): the file itself
+      when it is a plain state dict, else ``params_ema`` when present (the EMA weights are the ones to
+      evaluate), else ``params``.
+
+    Returns ``(state dict without 'module.' prefixes, the entry used or None)``.
 
     Raises:
-        CheckpointNotFoundError, CheckpointError: see :func:`load_checkpoint`; or no such entry, or the
-            entry is not a dict of tensors.
+        CheckpointError: no such entry, or the entry is not a dict of tensors (the message names ``path``
+            and what was found).
     """
-    loaded = load_checkpoint(path)
-    used = param_key
-    if param_key is not None:
+    used: str | None = param_key
+    if param_key is None:
+        if not _is_state_dict(loaded) and isinstance(loaded, Mapping):
+            used = next((k for k in PARAM_KEYS if isinstance(loaded.get(k), Mapping)), None)
+    else:
         if not isinstance(loaded, Mapping):
-            raise CheckpointError(f'checkpoint {path} is a {type(loaded).__name__}, not a dict with a {param_key!r} entry')
+            raise CheckpointError(f'checkpoint {path} is a {type(loaded).__name__}, not a dict with a '
+                                  f'{param_key!r} entry')
         if param_key not in loaded and 'params' in loaded:
             used = 'params'
         if used not in loaded:
-            tensors = all(isinstance(v, torch.Tensor) for v in loaded.values())
-            hint = ('it is a plain state dict: set path:param_key_g to ~' if tensors and loaded else
+            hint = ('it is a plain state dict: set path:param_key_g to ~' if _is_state_dict(loaded) else
                     f"its entries are: {', '.join(map(str, loaded)) or 'none'}")
             raise CheckpointError(f'checkpoint {path} has no {param_key!r} entry; {hint}')
-        loaded = loaded[used]
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise CheckpointError(f'checkpoint {path}: expected a dict of tensors (a state dict), got '
-                              f'{type(loaded).__name__}' + (f' with entries {", ".join(map(str, loaded))}'
-                                                            if isinstance(loaded, Mapping) else ''))
-    return {(k[7:] if k.startswith('module.') else k): v for k, v in loaded.items()}, used
+    params = loaded if used is None else loaded[used]
+    if not _is_state_dict(params):
+        found = type(params).__name__
+        if isinstance(params, Mapping):
+            found += f" with entries {', '.join(map(str, params)) or 'none'}"
+        raise CheckpointError(f'checkpoint {path}: expected a state dict (names -> tensors), got {found}')
+    return strip_module_prefix(params), used
+
+
+def load_network_params(path: str, param_key: str | None = 'params',
+                        map_location: Any = 'cpu') -> tuple[dict, str | None]:
+    """The state dict of a network checkpoint, ``.pth`` (loaded with ``weights_only=True``) or
+    ``.safetensors`` (a plain state dict; loading runs no code), chosen by :func:`select_params`.
+
+    Raises:
+        CheckpointNotFoundError, CheckpointError: see :func:`load_checkpoint` and :func:`select_params`.
+    """
+    path = str(path)
+    if is_safetensors(path):
+        return strip_module_prefix(_load_safetensors(path, map_location)), None
+    return select_params(load_checkpoint(path, map_location=map_location), param_key, path)
+
+
+def load_state_dict_file(path: str | os.PathLike, param_key: str | None = None,
+                         map_location: Any = 'cpu') -> dict[str, torch.Tensor]:
+    """Just the state dict of :func:`load_network_params` (default: the automatic key rule)."""
+    return load_network_params(str(path), param_key, map_location)[0]
+
+
+def _load_safetensors(path: str, map_location: Any) -> dict[str, torch.Tensor]:
+    if not osp.isfile(path):
+        where = 'is a folder, not a file' if osp.isdir(path) else 'does not exist'
+        raise CheckpointNotFoundError(f'checkpoint {path} {where}')
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise CheckpointError(f'checkpoint {path}: reading .safetensors files needs the safetensors package '
+                              "(pip install 'converse-plugin[export]' or pip install safetensors)") from None
+    try:
+        return load_file(path, device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f'checkpoint {path} is not a valid safetensors file ({err})') from None
+
+
+def is_safetensors(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(SAFETENSORS_SUFFIX)
+
+
+def save_state_dict_file(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                         metadata: Mapping[str, Any] | None = None) -> None:
+    """Write one network's ``state_dict`` to ``path`` atomically: safetensors for a ``.safetensors``
+    suffix (``metadata`` stored as strings, other values as JSON), else ``torch.save`` of the plain dict.
+    Tensors are moved to the CPU and made contiguous; ``module.`` prefixes removed."""
+    sd = {k: v.detach().cpu().contiguous().clone() for k, v in strip_module_prefix(state_dict).items()}
+    if not is_safetensors(path):
+        atomic_save(sd, path)
+        return
+    from safetensors.torch import save as to_bytes
+    meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    data = to_bytes(sd, metadata=meta or None)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata map of a safetensors file ({} when it has none)."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework='pt') as f:
+        return dict(f.metadata() or {})
+
+
+def check_state_dict(net_name: str, expected: Mapping[str, torch.Tensor], params: dict, path: str,
+                     strict: bool = True, hint: str = '') -> list[str]:
+    """Compare ``params`` with a network's ``state_dict()``: the one mismatch report.
+
+    With ``strict``, any difference raises :class:`CheckpointError` listing all of them. Without, the
+    shape-mismatched entries are removed from ``params`` (BasicSR's ``strict_load: false``) and one warning
+    line per difference is returned.
+    """
+    diff = state_dict_mismatch(expected, params)
+    if strict and any(diff.values()):
+        raise CheckpointError(mismatch_message(path, net_name, diff, hint=hint))
+    warnings = [f'Key not loaded (strict_load false): {key}' for key in diff['missing'] + diff['unexpected']]
+    for key, got, want in diff['mismatched']:
+        warnings.append(f'Size different, ignore [{key}]: crt_net: {want}; load_net: {got}')
+        params.pop(key)
+    return warnings
 
 
 def state_dict_mismatch(expected: Mapping[str, torch.Tensor], loaded: Mapping[str, Any]) -> dict[str, list]:
@@ -181,7 +305,7 @@ def state_dict_mismatch(expected: Mapping[str, torch.Tensor], loaded: Mapping[st
     return {'missing': missing, 'unexpected': unexpected, 'mismatched': mismatched}
 
 
-def mismatch_message(path: str, net_name: str, diff: dict[str, list], limit: int = 20) -> str:
+def mismatch_message(path: str, net_name: str, diff: dict[str, list], limit: int = 20, hint: str = '') -> str:
     """One message listing the missing, unexpected and mismatched keys of :func:`state_dict_mismatch`."""
 
     def listed(items: list) -> str:
@@ -198,7 +322,7 @@ def mismatch_message(path: str, net_name: str, diff: dict[str, list], limit: int
                   for k, a, b in diff['mismatched']]
         parts.append(f"mismatched shapes ({len(shapes)}): {listed(shapes)}")
     return (f'checkpoint {path} does not match the network {net_name}: ' + '; '.join(parts)
-            + '. Check network_g (type and sizes) and path:param_key_g against the checkpoint.')
+            + '. ' + (hint or 'Check network_g (type and sizes) and path:param_key_g against the checkpoint.'))
 
 
 def _iteration(name: str) -> int | None:

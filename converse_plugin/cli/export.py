@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
-from converse_plugin.utils.model_loading import add_model_arguments
+from converse_plugin.io.model_files import add_model_arguments
 
 FORMATS = ('onnx', 'safetensors', 'pth')
 
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _example_inputs(loaded, size: tuple[int, int], scale: int, seed: int = 0) -> tuple:
     import torch
 
-    from converse_plugin.utils.model_loading import takes_kernel
+    from converse_plugin.io.model_files import takes_kernel
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(1, loaded.in_channels, *size, generator=gen)
     if takes_kernel(loaded.net):
@@ -67,7 +67,7 @@ def _exportable(loaded, scale: int):
     import torch
     from torch import nn
 
-    from converse_plugin.utils.model_loading import takes_kernel
+    from converse_plugin.io.model_files import takes_kernel
     net = loaded.net
     if not takes_kernel(net):
         return net
@@ -163,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     import torch
 
-    from converse_plugin.utils.checkpoint_io import save_state_dict_file
-    from converse_plugin.utils.model_loading import parse_arch_kwargs, resolve_model
+    from converse_plugin.io.checkpoint import save_state_dict_file
+    from converse_plugin.io.model_files import parse_arch_kwargs, resolve_model
     suffix = {'safetensors': '.safetensors', 'pth': '.pth'}.get(args.format)
     if suffix and not args.output.endswith(suffix):
         print(f'basicsr export: error: -o {args.output}: a {args.format} file must end in {suffix}', file=sys.stderr)

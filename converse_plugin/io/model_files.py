@@ -92,33 +92,18 @@ def _zoo_name(model: str) -> str | None:
 
 
 def build_arch(arch: str, kwargs: dict[str, Any]) -> nn.Module:
+    """The architecture ``arch`` built with ``kwargs`` (one of BasicSR's ARCH_REGISTRY names)."""
     import converse_plugin  # noqa: F401  (registers the architectures)
-    from basicsr.utils.registry import ARCH_REGISTRY
-    try:
-        cls = ARCH_REGISTRY.get(arch)
-    except KeyError:
-        raise ValueError(f'--arch: unknown architecture {arch!r}; known: {", ".join(sorted(ARCH_REGISTRY.keys()))}') from None
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ValueError(f'--arch-kwargs for {arch}: {err}') from None
+    from converse_plugin.registries import build_network
+    return build_network({'type': arch, **kwargs}, '--arch')
 
 
 def load_weights(net: nn.Module, path: str) -> None:
     """Load ``path`` strictly into ``net``; a mismatch lists the missing/unexpected/mis-shaped keys."""
-    from converse_plugin.utils.checkpoint_io import load_state_dict_file
+    from converse_plugin.io.checkpoint import check_state_dict, load_state_dict_file
     sd = load_state_dict_file(path)
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    shapes = [f'{k} (file {list(sd[k].shape)}, network {list(v.shape)})'
-              for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = [f'{label} ({len(keys)}): {", ".join(keys[:8])}{" ..." if len(keys) > 8 else ""}'
-                 for label, keys in (('missing keys', missing), ('unexpected keys', unexpected),
-                                     ('mismatched shapes', shapes)) if keys]
-        raise ValueError(f'checkpoint {path} does not match {type(net).__name__}: ' + '; '.join(parts)
-                         + '. Check --arch and --arch-kwargs against the checkpoint.')
+    check_state_dict(type(net).__name__, net.state_dict(), sd, path, strict=True,
+                     hint='Check --arch and --arch-kwargs against the checkpoint.')
     net.load_state_dict(sd, strict=True)
 
 
@@ -154,7 +139,7 @@ def resolve_model(model: str, arch: str | None = None, arch_kwargs: dict[str, An
                 pass
             raise FileNotFoundError(f'--model {model!r} is neither a zoo model name nor a checkpoint file{known}')
         checkpoint = model
-        from converse_plugin.utils.checkpoint_io import is_safetensors, read_safetensors_metadata
+        from converse_plugin.io.checkpoint import is_safetensors, read_safetensors_metadata
         if is_safetensors(model):
             meta = read_safetensors_metadata(model)
             arch = arch or meta.get('arch') or None

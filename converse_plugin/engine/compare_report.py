@@ -79,7 +79,7 @@ def write_markdown(rows: Sequence[Row], path: Path, device: str, notes: Sequence
         '# Model comparison', '',
         f'Device: {device}. Cost columns for one input of {cost_input} (B x C x H x W; C = the model\'s input '
         'channels). MACs are real multiply-adds counted by mmengine with FFTs included '
-        '(converse_plugin.complexity); latency is the median forward time; peak MB is the CUDA allocator '
+        '(converse_plugin.engine.complexity); latency is the median forward time; peak MB is the CUDA allocator '
         'peak, or on the CPU the peak tensor memory PyTorch\'s profiler sees during one forward.', '',
         *lines, '', *notes, ''])
     path.write_text(text, encoding='utf-8')

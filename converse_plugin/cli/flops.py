@@ -1,6 +1,6 @@
 """``basicsr flops -opt FILE [--input BxCxHxW]`` or ``basicsr flops --arch NAME [--kwargs JSON] [--input ...]``
 or ``basicsr flops --zoo NAME``: parameters and multiply-adds per module type, FFTs counted
-(convention in :mod:`converse_plugin.complexity`). The input defaults to 1 x num_in_ch x 256 x 256.
+(convention in :mod:`converse_plugin.engine.complexity`). The input defaults to 1 x num_in_ch x 256 x 256.
 No checkpoint is loaded: the counts depend on the architecture and the input size only.
 """
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any
 
 from torch import nn
 
-from converse_plugin.complexity import analyze, example_inputs, format_report, parse_input_size
-from converse_plugin.tools.options import OptionError, load_options
+from converse_plugin.engine.complexity import analyze, example_inputs, format_report, parse_input_size
+from converse_plugin.engine.options import OptionError, load_options
+from converse_plugin.registries import build_network
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,17 +48,6 @@ def network_options(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return {'type': args.arch, **kwargs}, args.arch
 
 
-def build_network(network_g: dict[str, Any]) -> nn.Module:
-    from basicsr.utils.registry import ARCH_REGISTRY
-    kwargs = dict(network_g)
-    name = kwargs.pop('type')
-    try:
-        cls = ARCH_REGISTRY.get(name)
-    except KeyError:
-        raise OptionError(f'network_g: type {name!r} is not a registered architecture') from None
-    return cls(**kwargs)
-
-
 def default_input(network_g: dict[str, Any]) -> tuple[int, ...]:
     return (1, int(network_g.get('num_in_ch', 3)), 256, 256)
 
@@ -68,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         network_g, title = network_options(args)
         size = parse_input_size(args.input) if args.input else default_input(network_g)
-        net = build_network(network_g)
+        net = build_network(network_g, 'network_g')
     except (OptionError, ValueError, TypeError) as err:
         print(f'basicsr flops: error: {err}', file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
-from converse_plugin.utils.model_loading import add_model_arguments
+from converse_plugin.io.model_files import add_model_arguments
 
 JPEG_EXTENSIONS = ('.jpg', '.jpeg')
 
@@ -54,7 +54,7 @@ def load_kernel(path: str, index: int, size: int):
     import torch
 
     from converse_plugin.data.kernels import check_kernel, load_kernels
-    from converse_plugin.utils.image_io import IMAGE_EXTENSIONS, read_image
+    from converse_plugin.io.images import IMAGE_EXTENSIONS, read_image
     if path.lower().endswith(IMAGE_EXTENSIONS):
         img = read_image(path)
         kernels = [check_kernel(img.data if img.is_gray else img.data.mean(-1), path)]
@@ -114,7 +114,7 @@ class Restorer:
         """(H, W) or (H, W, 3) float in [0, 1] -> the restored image, same layout, scale times larger."""
         import torch
 
-        from converse_plugin.utils.tiling import tiled_forward
+        from converse_plugin.models.tiling import tiled_forward
         in_ch, out_ch = self.loaded.in_channels, self.loaded.out_channels
         gray = img.ndim == 2
         t = torch.from_numpy(img)
@@ -139,7 +139,7 @@ class Restorer:
 
 def _setup(args) -> tuple:
     """Model, device, scale, kernel; raises ValueError/FileNotFoundError with a message for the user."""
-    from converse_plugin.utils.model_loading import model_scale, parse_arch_kwargs, resolve_model, takes_kernel
+    from converse_plugin.io.model_files import model_scale, parse_arch_kwargs, resolve_model, takes_kernel
     loaded = resolve_model(args.model, args.arch, parse_arch_kwargs(args.arch_kwargs), args.zoo_dir)
     net = loaded.net
     fixed = model_scale(net)
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     from tqdm import tqdm
 
-    from converse_plugin.utils.image_io import list_image_files, read_image, write_image
+    from converse_plugin.io.images import list_image_files, read_image, write_image
     try:
         files = list_image_files(args.input)
         device = _pick_device(args.device)

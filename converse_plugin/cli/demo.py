@@ -94,14 +94,15 @@ def evaluate(opt: dict, checkpoint: str, out_dir: str) -> list[tuple[str, float,
     """Denoise the validation set of ``opt`` with ``checkpoint``; write noisy/restored PNGs to
     ``out_dir``; return (name, PSNR noisy, PSNR restored) per image, PSNR in dB on uint8 images."""
     import torch
-    from basicsr.archs import build_network
     from basicsr.data import build_dataset
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import imwrite, tensor2img
 
+    from converse_plugin.io.checkpoint import load_state_dict_file
+    from converse_plugin.registries import build_network
+
     net = build_network(dict(opt['network_g'])).eval()
-    state = torch.load(checkpoint, map_location='cpu')
-    net.load_state_dict(state.get('params_ema', state.get('params', state)))
+    net.load_state_dict(load_state_dict_file(checkpoint))  # params_ema (the EMA weights), else params
     val_opt = dict(opt['datasets']['val'], phase='val')
     dataset = build_dataset(val_opt)
     os.makedirs(out_dir, exist_ok=True)
@@ -128,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from converse_plugin.tools.options import OptionError, apply_force_yml, load_options
-    from converse_plugin.tools.train import main as train_main
+    from converse_plugin.engine.options import OptionError, apply_force_yml, load_options
+    from converse_plugin.cli.train import main as train_main
 
     root = osp.abspath(args.root or os.getcwd())
     data = osp.join(root, 'demo_data')

@@ -31,9 +31,9 @@ import cv2
 import numpy as np
 import torch
 
-from converse_plugin.tools.compare_report import ModelCost, Row, crop_montage, write_chart, write_csv, write_markdown
-from converse_plugin.tools.options import OptionError, load_options, parse_options
-from converse_plugin.utils.memory import peak_bytes
+from converse_plugin.engine.compare_report import ModelCost, Row, crop_montage, write_chart, write_csv, write_markdown
+from converse_plugin.engine.options import OptionError, load_options, parse_options
+from converse_plugin.engine.memory import peak_bytes
 
 __all__ = ['ModelSpec', 'load_model_spec', 'comparison_datasets', 'measure_cost', 'evaluate', 'run_compare', 'main']
 
@@ -127,7 +127,7 @@ def _peak_memory_mb(net: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> flo
 
 def measure_cost(net: torch.nn.Module, input_size: Sequence[int], repeat: int = 3) -> ModelCost:
     """Params, MACs (FFTs counted), median latency over ``repeat`` runs after one warm-up, peak memory."""
-    from converse_plugin.complexity import analyze, example_inputs
+    from converse_plugin.engine.complexity import analyze, example_inputs
 
     net = net.eval()
     cpu_inputs = example_inputs(net, input_size)
@@ -201,7 +201,7 @@ def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (
     from basicsr.data import build_dataloader, build_dataset
     from basicsr.models import build_model
 
-    from converse_plugin.complexity import parse_input_size
+    from converse_plugin.engine.complexity import parse_input_size
 
     if len(models) < 1:
         raise OptionError('--models: name at least one model')

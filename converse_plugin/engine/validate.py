@@ -1,12 +1,13 @@
 """Check a parsed option tree before a pipeline writes or trains anything.
 
 :func:`validate_options` is called by the plugin's train and test pipelines right after option parsing
-(:mod:`converse_plugin.tools.pipelines`). It turns what BasicSR would report as a ``KeyError`` or a
+(:mod:`converse_plugin.engine.loops`). It turns what BasicSR would report as a ``KeyError`` or a
 traceback from deep inside a constructor, minutes or hours later, into one :class:`OptionError` /
 :class:`DataError` naming the file and key:
 
-- every ``type`` (network, dataset, model, loss, metric, optimizer, scheduler) is registered; otherwise
-  the message lists the registered names closest to it (``difflib``);
+- every ``type`` (network, dataset, model, loss, metric) is resolved as BasicSR's registries resolve it
+  (:func:`converse_plugin.registries.lookup`: plain and ``_basicsr``-suffixed names), optimizers and
+  schedulers are ones BasicSR supports; otherwise the message lists the closest names;
 - the keys the pipelines read unconditionally exist and have the right type and range;
 - each network is built once (its constructor checks sizes, kernel sizes, padding modes, ...);
 - each dataset is built once (it checks its options and that ``dataroot_*`` holds images), then the image
@@ -16,8 +17,6 @@ traceback from deep inside a constructor, minutes or hours later, into one :clas
 """
 from __future__ import annotations
 
-import difflib
-import inspect
 import numbers
 from collections.abc import Iterable, Mapping
 from copy import deepcopy
@@ -25,31 +24,22 @@ from typing import Any
 
 from torch import nn
 
-from converse_plugin.utils.errors import CheckpointError, DataError, DataFileNotFoundError, OptionError, UserError
+from converse_plugin.errors import CheckpointError, DataError, DataFileNotFoundError, OptionError, UserError
+from converse_plugin.registries import build_network, lookup, unknown_name_message
 
-__all__ = ['validate_options', 'closest_names', 'check_registered']
+__all__ = ['validate_options', 'check_registered']
 
 # BasicSR 1.4.2's BaseModel.get_optimizer / setup_schedulers accept only these
 OPTIMIZERS = ('Adam', )
 SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
 
 
-def closest_names(name: str, names: Iterable[str], n: int = 5) -> list[str]:
-    """Up to ``n`` of ``names`` closest to ``name`` (case-insensitive ``difflib`` ratio)."""
-    names = sorted(set(names))
-    lowered = {x.lower(): x for x in names}
-    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=n, cutoff=0.5)
-    return [lowered[x] for x in close]
-
-
 def check_registered(file: str, key: str, name: Any, names: Iterable[str], what: str) -> None:
-    """Raise :class:`OptionError` when ``name`` is not one of ``names``, listing the closest ones."""
-    names = sorted(set(names))
-    if isinstance(name, str) and name in names:
+    """Raise :class:`OptionError` when ``name`` is not one of ``names`` (a fixed list such as the optimizers
+    BasicSR supports), listing the closest ones."""
+    if isinstance(name, str) and name in set(names):
         return
-    close = closest_names(str(name), names)
-    hint = f'closest registered: {", ".join(close)}' if close else f'registered: {", ".join(names)}'
-    raise OptionError(f'{file}: {key}: unknown {what} type {name!r}; {hint}')
+    raise OptionError(f'{file}: ' + unknown_name_message(what, name, key, names))
 
 
 def _get(file: str, tree: Mapping, key: str, where: str) -> Any:
@@ -86,17 +76,15 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
     Raises:
         OptionError, DataError: the first problem found; the message names ``file`` and the key.
     """
-    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
-
-    check_registered(file, 'model_type', _get(file, opt, 'model_type', ''), MODEL_REGISTRY.keys(), 'model')
+    model_cls = _lookup(file, 'model', _get(file, opt, 'model_type', ''), 'model_type')
     if 'scale' in opt:
         _positive(file, opt['scale'], 'scale')
 
     networks = {}
     for key in [k for k in opt if str(k).startswith('network_')]:
         net_opt = _mapping(file, opt[key], key)
-        check_registered(file, f'{key}:type', _get(file, net_opt, 'type', key), ARCH_REGISTRY.keys(), 'network')
-        networks[key] = _build_network(file, key, net_opt, ARCH_REGISTRY)
+        _lookup(file, 'network', _get(file, net_opt, 'type', key), f'{key}:type')
+        networks[key] = _build_network(file, key, net_opt)
 
     _check_pretrained(file, opt, networks)
 
@@ -111,7 +99,7 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
             raise OptionError(f"{file}: {where}: unknown dataset phase {phase!r}; use 'train' or 'val' "
                               '(several validation sets: val_1, val_2, ...)')
         _get(file, ds_opt, 'name', where)
-        check_registered(file, f'{where}:type', _get(file, ds_opt, 'type', where), DATASET_REGISTRY.keys(), 'dataset')
+        ds_cls = _lookup(file, 'dataset', _get(file, ds_opt, 'type', where), f'{where}:type')
         if prefix == 'train':
             _positive(file, _get(file, ds_opt, 'batch_size_per_gpu', where), f'{where}:batch_size_per_gpu')
             _positive(file, _get(file, ds_opt, 'num_worker_per_gpu', where), f'{where}:num_worker_per_gpu',
@@ -121,23 +109,37 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
             if ds_opt.get('prefetch_mode') not in (None, 'cpu', 'cuda'):
                 raise OptionError(f"{file}: {where}:prefetch_mode must be ~, 'cpu' or 'cuda', "
                                   f"got {ds_opt['prefetch_mode']!r}")
-        dataset = _build_dataset(file, where, ds_opt, DATASET_REGISTRY)
+        dataset = _build_dataset(file, where, ds_opt, ds_cls)
         notes += _check_images(file, where, dataset, networks.get('network_g'))
 
     if is_train:
-        _check_train(file, opt, LOSS_REGISTRY)
+        _check_train(file, opt, model_cls)
     if 'val' in opt or not is_train:
         val = _mapping(file, _get(file, opt, 'val', ''), 'val')
         if is_train:
             _positive(file, _get(file, val, 'val_freq', 'val'), 'val:val_freq')
         for name, metric in (val.get('metrics') or {}).items():
             metric = _mapping(file, metric, f'val:metrics:{name}')
-            check_registered(file, f'val:metrics:{name}:type', _get(file, metric, 'type', f'val:metrics:{name}'),
-                             METRIC_REGISTRY.keys(), 'metric')
+            _lookup(file, 'metric', _get(file, metric, 'type', f'val:metrics:{name}'), f'val:metrics:{name}:type')
     return notes
 
 
-def _check_train(file: str, opt: Mapping, loss_registry) -> None:
+def _lookup(file: str, kind: str, name: Any, key: str) -> Any:
+    try:
+        return lookup(kind, name, key)
+    except OptionError as err:
+        raise OptionError(f'{file}: {err}') from None
+
+
+def _needs_pixel_or_perceptual_loss(model_cls: Any) -> bool:
+    """True for models whose training settings are SRModel's (they refuse to start without pixel_opt or
+    perceptual_opt); GAN models (SRGANModel and its subclasses) set up their own losses."""
+    from basicsr.models.sr_model import SRModel
+    from basicsr.models.srgan_model import SRGANModel
+    return isinstance(model_cls, type) and issubclass(model_cls, SRModel) and not issubclass(model_cls, SRGANModel)
+
+
+def _check_train(file: str, opt: Mapping, model_cls: Any) -> None:
     train = _mapping(file, opt['train'], 'train')
     _positive(file, _get(file, train, 'total_iter', 'train'), 'train:total_iter')
     optim = _mapping(file, _get(file, train, 'optim_g', 'train'), 'train:optim_g')
@@ -150,10 +152,8 @@ def _check_train(file: str, opt: Mapping, loss_registry) -> None:
     losses = [k for k in train if str(k).endswith('_opt') and train[k] is not None]
     for key in losses:
         loss = _mapping(file, train[key], f'train:{key}')
-        check_registered(file, f'train:{key}:type', _get(file, loss, 'type', f'train:{key}'), loss_registry.keys(),
-                         'loss')
-    if opt.get('model_type') in ('SRModel', 'ConverseDeblurModel') and not any(
-            train.get(k) for k in ('pixel_opt', 'perceptual_opt')):
+        _lookup(file, 'loss', _get(file, loss, 'type', f'train:{key}'), f'train:{key}:type')
+    if _needs_pixel_or_perceptual_loss(model_cls) and not any(train.get(k) for k in ('pixel_opt', 'perceptual_opt')):
         raise OptionError(f'{file}: train needs a loss: pixel_opt or perceptual_opt')
     logger = _mapping(file, opt['logger'], 'logger')
     for key in ('print_freq', 'save_checkpoint_freq'):
@@ -162,7 +162,7 @@ def _check_train(file: str, opt: Mapping, loss_registry) -> None:
 
 def _check_pretrained(file: str, opt: Mapping, networks: dict[str, nn.Module]) -> None:
     """``path:pretrain_network_<x>`` loads safely and matches network_<x> (unless a resume replaces it)."""
-    from converse_plugin.utils.checkpoint import load_network_params, mismatch_message, state_dict_mismatch
+    from converse_plugin.io.checkpoint import load_network_params, mismatch_message, state_dict_mismatch
 
     paths = opt.get('path') or {}
     if opt.get('auto_resume') or paths.get('resume_state'):
@@ -183,28 +183,19 @@ def _check_pretrained(file: str, opt: Mapping, networks: dict[str, nn.Module]) -
                                   + mismatch_message(str(load_path), f"{key} ({opt[key]['type']})", diff))
 
 
-def _build_network(file: str, key: str, net_opt: Mapping, registry) -> nn.Module:
-    """Build the network once, turning constructor errors into an OptionError naming ``key``."""
-    kwargs = dict(deepcopy(net_opt))
-    cls = registry.get(kwargs.pop('type'))
+def _build_network(file: str, key: str, net_opt: Mapping) -> nn.Module:
+    """Build the network once (constructor errors become an OptionError naming ``file`` and ``key``)."""
     try:
-        return cls(**kwargs)
-    except TypeError as err:
-        try:
-            params = [p for p in inspect.signature(cls).parameters if p not in ('self', 'args', 'kwargs')]
-        except (TypeError, ValueError):
-            params = []
-        accepted = f' (it accepts: {", ".join(params)})' if params else ''
-        raise OptionError(f'{file}: {key}: {net_opt["type"]}: {err}{accepted}') from None
-    except (ValueError, RuntimeError, AssertionError, ZeroDivisionError) as err:
-        raise OptionError(f'{file}: {key}: {net_opt["type"]}: {err}') from None
+        return build_network(net_opt, key)
+    except OptionError as err:
+        raise OptionError(f'{file}: {err}') from None
 
 
-def _build_dataset(file: str, where: str, ds_opt: Mapping, registry):
+def _build_dataset(file: str, where: str, ds_opt: Mapping, ds_cls: Any):
     """Build the dataset once (BasicSR's build_dataset, on a copy), naming ``where`` in errors."""
     kwargs = deepcopy(dict(ds_opt))
     try:
-        return registry.get(kwargs['type'])(kwargs)
+        return ds_cls(kwargs)
     except FileNotFoundError as err:
         raise DataFileNotFoundError(f'{file}: {where}: {_plain(err)}') from None
     except UserError as err:

@@ -1,6 +1,6 @@
 """The ``basicsr`` command (and ``python -m converse_plugin``): a thin dispatcher.
 
-Each subcommand lives in ``converse_plugin/tools/<module>.py`` and exposes ``main(argv) -> int``;
+Each subcommand lives in ``converse_plugin/cli/<module>.py`` and exposes ``main(argv) -> int``;
 this file only maps names to modules, so adding a command is one line in ``COMMANDS``.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand -> (module under converse_plugin.tools, one-line help)
+# subcommand -> (module under converse_plugin.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     'train': ('train', 'train from a BasicSR option file: basicsr train -opt FILE [BasicSR flags]'),
     'test': ('test', 'evaluate from a BasicSR option file: basicsr test -opt FILE [BasicSR flags]'),
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"basicsr: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f'converse_plugin.tools.{COMMANDS[name][0]}')
+    module = importlib.import_module(f'converse_plugin.cli.{COMMANDS[name][0]}')
     return int(module.main(rest) or 0)
 
 

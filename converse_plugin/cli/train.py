@@ -1,0 +1,47 @@
+"""``basicsr train -opt FILE [--launcher L] [--auto_resume] [--debug] [--force_yml K:K=V ...] [--root DIR]
+[--import MODULE]``.
+
+Runs the plugin's training loop (:func:`converse_plugin.engine.train_pipeline`). Output goes to
+``experiments/<name>/`` and ``tb_logger/<name>/`` under ``--root`` (default: the current directory).
+Distributed: ``torchrun --nproc_per_node=N -m converse_plugin train -opt FILE --launcher pytorch``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from converse_plugin.errors import UserError, user_message
+
+
+def run(argv: Sequence[str], is_train: bool) -> int:
+    """Check ``argv`` (``-h`` and usage errors exit here), then run the train or test pipeline on it.
+
+    A user error (:class:`~converse_plugin.errors.UserError`: bad option file, data, checkpoint, or
+    NaN/Inf in training) ends the command with one line ``basicsr <command>: error: <message>`` on stderr
+    and the error's exit code (2; 3 for NaN/Inf in training), without a traceback.
+    """
+    from converse_plugin.engine import test_pipeline, train_pipeline
+    from converse_plugin.engine.options import build_parser
+
+    command = 'train' if is_train else 'test'
+    prog = f'basicsr {command}'
+    argv = list(argv)
+    build_parser(is_train, prog=prog).parse_args(argv)
+    try:
+        if is_train:
+            train_pipeline(os.getcwd(), argv, prog=prog)  # --root, if given, wins
+        else:
+            test_pipeline(os.getcwd(), argv)
+    except UserError as err:
+        print(f'{prog}: error: {user_message(err)}', file=sys.stderr, flush=True)
+        return err.exit_code
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(list(sys.argv[1:] if argv is None else argv), is_train=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

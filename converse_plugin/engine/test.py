@@ -1,0 +1,43 @@
+"""The plugin's test loop (``basicsr test``): BasicSR 1.4.2's ``test_pipeline`` on its public API, with the
+options checked before anything runs and the model built with the plugin's checkpoint policy."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from converse_plugin.engine.build import build_model
+from converse_plugin.engine.logs import start_log
+from converse_plugin.engine.options import parse_options
+from converse_plugin.engine.validate import validate_options
+
+__all__ = ['test_pipeline']
+
+
+def test_pipeline(root_path: str, argv: Sequence[str] | None = None) -> None:
+    """Evaluate every ``datasets`` entry of the option file given on the command line ``argv`` (default
+    ``sys.argv[1:]``); logs and images under ``<--root or root_path>/results/<name>/``.
+    Raises :class:`~converse_plugin.errors.UserError` for anything a user can fix."""
+    from basicsr.data import build_dataloader, build_dataset
+    from basicsr.utils import make_exp_dirs
+
+    opt, args = parse_options(root_path, is_train=False, argv=argv)
+    notes = validate_options(opt, args.opt, is_train=False)
+    torch.backends.cudnn.benchmark = True
+
+    make_exp_dirs(opt)
+    logger = start_log(opt, 'test', notes)
+
+    test_loaders = []
+    for _, dataset_opt in sorted(opt['datasets'].items()):
+        test_set = build_dataset(dataset_opt)
+        test_loader = build_dataloader(
+            test_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'], sampler=None, seed=opt['manual_seed'])
+        logger.info(f"Number of test images in {dataset_opt['name']}: {len(test_set)}")
+        test_loaders.append(test_loader)
+
+    model = build_model(opt)
+    for test_loader in test_loaders:
+        logger.info(f"Testing {test_loader.dataset.opt['name']}...")
+        model.validation(test_loader, current_iter=opt['name'], tb_logger=None,
+                         save_img=opt['val'].get('save_img', False))
