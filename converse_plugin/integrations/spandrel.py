@@ -33,7 +33,8 @@ from torch import nn
 
 try:
     from spandrel import (MAIN_REGISTRY, ArchRegistry, ArchSupport, Architecture, ImageModelDescriptor,
-                          ModelLoader, ModelTiling, SizeRequirements, StateDict, UnsupportedModelError)
+                          ModelLoader, ModelTiling, SizeRequirements, StateDict, UnsupportedModelError,
+                          canonicalize_state_dict)
     from spandrel.util import KeyCondition, get_seq_len
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("converse_plugin.integrations.spandrel needs spandrel: pip install 'converse-plugin[spandrel]' "
@@ -120,10 +121,6 @@ def _check_matches(name: str, model: nn.Module, sd: Mapping[str, Any], hyper: Ma
                                 f'({_format(hyper)}): {"; ".join(parts)}')
 
 
-#: ConverseMSRResNet's upscale -> its number of Converse2D upsampling stages
-_STAGES_OF = {1: 0, 2: 1, 3: 1, 4: 2, 8: 3}
-
-
 def _format(hyper: Mapping[str, Any]) -> str:
     return ', '.join(f'{k}={v!r}' for k, v in hyper.items())
 
@@ -171,31 +168,32 @@ class _ConverseArch(Architecture[nn.Module]):
                                         f'({type(err).__name__}: {err})') from None
         return {**hyper, **self._defaults(hyper)}
 
-    def build(self, state_dict: StateDict) -> tuple[nn.Module, dict[str, Any]]:
-        """The model (random weights) that ``state_dict`` fits, and its hyperparameters."""
+    def build(self, state_dict: StateDict, model_class: type[nn.Module] | None = None,
+              **extra: Any) -> tuple[nn.Module, dict[str, Any]]:
+        """The model that ``state_dict`` fits (random weights; ``model_class(**extra, **hyperparameters)``,
+        by default the architecture's class), and its hyperparameters."""
+        name = self.model_class.__name__
         hyper = self.hyperparameters(state_dict)
         try:
-            model = self.model_class(**hyper)
+            model = (model_class or self.model_class)(**extra, **hyper)
         except ValueError as err:
-            raise ConverseSpandrelError(f'{self.model_class.__name__} state dict: its tensors describe an '
-                                        f'invalid network ({_format(hyper)}): {err}') from None
-        _check_matches(self.model_class.__name__, model, state_dict, hyper)
+            raise ConverseSpandrelError(f'{name} ({_format(hyper)}): {err}') from None
+        _check_matches(name, model, state_dict, hyper)
         return model, hyper
 
     def _descriptor(self, model: nn.Module, state_dict: StateDict, hyper: dict[str, Any], *, scale: int,
-                    tags: list[str], call_fn=None) -> ImageModelDescriptor[nn.Module]:
+                    tags: list[str]) -> ImageModelDescriptor[nn.Module]:
         return ImageModelDescriptor(
             model, state_dict, architecture=self, purpose='SR' if scale > 1 else 'Restoration', tags=tags,
             # Converse2D computes in float32 and returns float32, so a model cast to fp16/bf16 fails at
             # the next layer (dtype mismatch): neither is supported (see the README's limitations)
             supports_half=False, supports_bfloat16=False, scale=scale,
             input_channels=hyper['num_in_ch'], output_channels=hyper['num_out_ch'],
-            size_requirements=_size_requirements(model), tiling=ModelTiling.SUPPORTED, call_fn=call_fn)
+            size_requirements=_size_requirements(model), tiling=ModelTiling.SUPPORTED)
 
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[nn.Module]:
         model, hyper = self.build(state_dict)
-        return self._descriptor(model, state_dict, hyper, scale=getattr(model, 'upscale', 1),
-                                tags=self.tags(hyper))
+        return self._descriptor(model, state_dict, hyper, scale=1, tags=self.tags(hyper))
 
     @staticmethod
     def tags(hyper: Mapping[str, Any]) -> list[str]:
@@ -234,8 +232,10 @@ class ConverseMSRResNetArch(_ConverseArch):
     model_class = ConverseMSRResNet
     fixed_defaults = {'upscale': None, 'padding': None, 'padding_mode': 'replicate', 'eps': 1e-5,
                       'up_padding': 2, 'up_eps': 1e-3}
-    #: number of upsampling stages -> upscale (one stage is x2 or x3: the tensors do not say which)
-    STAGES = {0: 1, 1: 2, 2: 4, 3: 8}
+    #: upscale -> number of Converse2D upsampling stages (x2 and x3 both have one: the tensors cannot tell)
+    STAGES_OF = {1: 0, 2: 1, 3: 1, 4: 2, 8: 3}
+    #: number of stages -> the upscale assumed
+    UPSCALE_OF = {0: 1, 1: 2, 2: 4, 3: 8}
 
     def __init__(self, **fixed: Any) -> None:
         keys = KeyCondition.has_all('conv_first.weight', 'conv_first.bias', 'conv_last.weight')
@@ -250,9 +250,9 @@ class ConverseMSRResNetArch(_ConverseArch):
         hyper = {'num_in_ch': first[1], 'num_out_ch': state_dict['conv_last.weight'].shape[0],
                  'num_feat': first[0], 'num_block': get_seq_len(state_dict, 'conv_body'),
                  'kernel_size': _block_kernel_size(state_dict, 'conv_hres')}
-        if stages not in self.STAGES:
+        if stages not in self.UPSCALE_OF:
             raise ValueError(f'{stages} upsampling stages (up1 ... up{stages}); expected at most 3')
-        hyper['upscale'] = self.STAGES[stages]
+        hyper['upscale'] = self.UPSCALE_OF[stages]
         if stages:
             hyper['up_kernel_size'] = int(state_dict['up1.weight'].shape[-1])
         return hyper
@@ -261,9 +261,9 @@ class ConverseMSRResNetArch(_ConverseArch):
         fixed = super()._defaults(hyper)
         if fixed['upscale'] is None:
             fixed['upscale'] = hyper['upscale']
-        elif _STAGES_OF.get(fixed['upscale']) != _STAGES_OF[hyper['upscale']]:
-            raise ConverseSpandrelError(f'ConverseMSRResNet state dict: upscale={fixed["upscale"]!r} does not fit its '
-                                        f'{_STAGES_OF[hyper["upscale"]]} upsampling stage(s)')
+        elif self.STAGES_OF.get(fixed['upscale']) != self.STAGES_OF[hyper['upscale']]:
+            raise ConverseSpandrelError(f'ConverseMSRResNet state dict: upscale={fixed["upscale"]!r} does not fit '
+                                        f'its {self.STAGES_OF[hyper["upscale"]]} upsampling stage(s)')
         return fixed
 
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[nn.Module]:
@@ -351,12 +351,7 @@ class ConverseUSRNetArch(_ConverseArch):
     def load_with_kernel(self, state_dict: StateDict, kernel: torch.Tensor,
                          sf: int = 1) -> ImageModelDescriptor[nn.Module]:
         """A descriptor whose model is a :class:`FixedKernelUSRNet` (``kernel`` k x k, scale ``sf``)."""
-        hyper = self.hyperparameters(state_dict)
-        try:
-            model = FixedKernelUSRNet(kernel, sf, **hyper)
-        except ValueError as err:
-            raise ConverseSpandrelError(f'ConverseUSRNet ({_format(hyper)}): {err}') from None
-        _check_matches('ConverseUSRNet', model, state_dict, hyper)
+        model, hyper = self.build(state_dict, FixedKernelUSRNet, kernel=kernel, sf=sf)
         tags = [*self.tags(hyper), f'{hyper["num_iter"]}it', 'fixed-kernel']
         return self._descriptor(model, state_dict, hyper, scale=sf, tags=tags)
 
@@ -387,13 +382,11 @@ def load_usrnet(source: str | os.PathLike | StateDict, kernel: torch.Tensor, sf:
     hyperparameters not read from tensors (padding, padding_mode, eps, data_eps)."""
     loader = ModelLoader(device=device)
     if isinstance(source, Mapping):
-        from spandrel import canonicalize_state_dict
-        state_dict = canonicalize_state_dict(dict(source))
+        state_dict, where = canonicalize_state_dict(dict(source)), 'the state dict'
     else:
-        state_dict = loader.load_state_dict_from_file(source)
+        state_dict, where = loader.load_state_dict_from_file(source), str(source)
     arch = ConverseUSRNetArch(**fixed)
     if not arch.detect(state_dict):
-        where = f'{source}' if not isinstance(source, Mapping) else 'the state dict'
         raise ConverseSpandrelError(f'{where} is not a ConverseUSRNet checkpoint (expected d.alpha, kernelnet.*, '
                                     'convs.*, p.m_body.* with Converse2D blocks)')
     return arch.load_with_kernel(state_dict, kernel, sf).to(loader.device)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-spandrel = pytest.importorskip('spandrel', reason="spandrel is an optional extra: pip install 'converse-plugin[spandrel]'")
+spandrel = pytest.importorskip('spandrel',
+                               reason="spandrel is an optional extra: pip install 'converse-plugin[spandrel]'")
 
 import converse_plugin.integrations.spandrel as cs  # noqa: E402
 from converse_plugin.archs import ConverseDnCNN, ConverseMSRResNet, ConverseNet, ConverseUSRNet, DnCNN  # noqa: E402
@@ -223,7 +224,8 @@ def test_other_architectures_are_not_claimed(registry, plain_registry):
 
 
 def test_converse_checkpoints_are_claimed_only_by_their_own_arch(registry):
-    nets = {'ConverseDnCNN': ConverseDnCNN(num_feat=4, num_block=1), 'ConverseNet': ConverseNet(num_feat=4, num_block=1),
+    nets = {'ConverseDnCNN': ConverseDnCNN(num_feat=4, num_block=1),
+            'ConverseNet': ConverseNet(num_feat=4, num_block=1),
             'ConverseMSRResNet': ConverseMSRResNet(num_feat=4, num_block=1),
             'ConverseUSRNet': ConverseUSRNet(num_feat=4, num_block=1, num_iter=2)}
     for arch_id, net in nets.items():
