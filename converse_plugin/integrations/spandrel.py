@@ -10,7 +10,7 @@ sizes, the gates, the number of upsampling stages). What the tensors cannot tell
 architecture's defaults (those of the released models) unless given to the ``*Arch`` constructor:
 
 - every arch: ``padding`` (default ``kernel_size - 1``, as in all released models), ``padding_mode``, ``eps``;
-- ConverseDnCNN: ``residual``; ConverseNet: ``num_iter`` (the prior is shared: every iteration count has the same tensors);
+- ConverseDnCNN: ``residual``; ConverseNet: ``num_iter`` (the prior is shared: any count has the same tensors);
 - ConverseMSRResNet: ``up_padding``, ``up_eps``, and ``upscale`` when there is one upsampling stage
   (x2 or x3 look the same; x2 is assumed);
 - ConverseUSRNet: ``data_eps``.
