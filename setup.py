@@ -26,6 +26,7 @@ setup(
         'tqdm',
     ],
     extras_require={'test': ['pytest', 'hypothesis', 'onnx', 'onnxscript', 'onnxruntime', 'safetensors'],
-                    'export': ['onnx', 'onnxscript', 'onnxruntime', 'safetensors']},
+                    'export': ['onnx', 'onnxscript', 'onnxruntime', 'safetensors'],
+                    'spandrel': ['spandrel==0.4.2']},
     entry_points={'console_scripts': ['basicsr=converse_plugin.cli:main']},
 )
