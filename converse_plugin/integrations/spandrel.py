@@ -42,7 +42,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 from converse_plugin.archs import ConverseDnCNN, ConverseMSRResNet, ConverseNet, ConverseUSRNet
 from converse_plugin.ops import Converse2D
-from converse_plugin.utils.errors import CheckpointError
+from converse_plugin.errors import CheckpointError
 
 __all__ = ['install', 'load_usrnet', 'ConverseSpandrelError', 'ConverseDnCNNArch', 'ConverseMSRResNetArch',
            'ConverseNetArch', 'ConverseUSRNetArch', 'FixedKernelUSRNet', 'ARCHITECTURES']
