@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
+from converse_plugin.errors import UserError
 from converse_plugin.models.base_model import plugin_model_class
 from converse_plugin.registries import lookup
 
-__all__ = ['build_model', 'make_prefetcher']
+__all__ = ['build_model', 'make_prefetcher', 'ModelBuildError']
 
 
 def build_model(opt: dict) -> Any:
@@ -19,9 +20,34 @@ def build_model(opt: dict) -> Any:
     from basicsr.utils import get_root_logger
 
     cls = plugin_model_class(lookup('model', opt['model_type'], 'model_type'))
-    model = cls(deepcopy(opt))
+    try:
+        model = cls(deepcopy(opt))
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 (a model's constructor builds networks, losses, optimizers...)
+        raise ModelBuildError(f"model_type {opt['model_type']!r}: the model could not be built: "
+                              f'{type(err).__name__}: {_first_line(err)}{_hint(err)}') from None
     get_root_logger().info(f'Model [{model.__class__.__name__}] is created.')
     return model
+
+
+class ModelBuildError(UserError, RuntimeError):
+    """The model's constructor failed on these options or this machine (the message says what it raised)."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else '(no message)'
+
+
+def _hint(err: BaseException) -> str:
+    text = str(err)
+    if 'NVIDIA driver' in text or 'CUDA' in text and not torch.cuda.is_available():
+        return '; this model needs a CUDA device, and none is available'
+    if 'urlopen' in text or 'download' in text.lower() or isinstance(err, OSError) and 'http' in text:
+        return ('; it tried to download weights, and this machine cannot (for the perceptual loss put torchvision\'s '
+                'vgg19-dcbb9e9d.pth at experiments/pretrained_models/ under the working directory)')
+    return ''
 
 
 def make_prefetcher(opt: dict, loader: Any, logger: Any) -> Any:
