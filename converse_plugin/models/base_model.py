@@ -48,6 +48,12 @@ class PluginModel:
 
     ema_step = 0  # training iteration of the coming EMA update (set by optimize_parameters)
 
+    def __init__(self, opt: dict, *args, **kwargs) -> None:
+        parse_ema_warmup((opt.get('train') or {}).get('ema_warmup', False))  # option errors before any work
+        self.opt = opt
+        self.save_format()
+        super().__init__(opt, *args, **kwargs)
+
     def _is_master(self) -> bool:
         return int(self.opt.get('rank', 0)) == 0
 
@@ -112,8 +118,9 @@ class PluginModel:
         return value
 
     def extra_training_state(self) -> dict:
-        """Entries a model adds to its ``.state`` files (e.g. a GradScaler); none here."""
-        return {}
+        """Entries the model adds to its ``.state`` files (e.g. TrainingSpeedMixin's GradScaler), if any."""
+        parent = getattr(super(), 'extra_training_state', None)
+        return parent() if callable(parent) else {}
 
     def save_training_state(self, epoch: int, current_iter: int, progress: dict | None = None) -> None:
         """``<training_states>/<iter>.state`` (rank 0 only, atomically): epoch, iter, optimizers,

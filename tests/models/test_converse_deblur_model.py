@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 import converse_plugin  # noqa: F401  (registers the archs and the model)
 from basicsr.models import build_model  # noqa: E402  isort: skip
-from basicsr.utils import dist_util  # noqa: E402  isort: skip
+from converse_plugin.engine.dist import init_dist  # noqa: E402  isort: skip
 from converse_plugin.models import ConverseDeblurModel  # noqa: E402  isort: skip
 
 USRNET = {'type': 'ConverseUSRNet', 'num_feat': 8, 'num_block': 1, 'num_iter': 2}
@@ -114,7 +114,7 @@ def test_under_distributed_data_parallel(monkeypatch):
     for key, value in dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
                            MASTER_PORT=str(_free_port())).items():
         monkeypatch.setenv(key, value)
-    dist_util.init_dist('pytorch')
+    init_dist('pytorch')
     try:
         model = ConverseDeblurModel(make_opt(USRNET, ema=0, dist_=True))
         assert isinstance(model.net_g, torch.nn.parallel.DistributedDataParallel)

@@ -226,3 +226,11 @@ def test_nan_input_stops_training_before_the_step(capsys, tmp_path, data, monkey
     msg = _fails(capsys, tmp_path, options(data, val=None), code=3)
     assert "NaN or Inf in the network input 'lq' at iteration 1" in msg and 'img' in msg
     assert 'no checkpoint was saved before it' in msg
+
+
+@pytest.mark.parametrize('model_type', ['SRModel', 'ConverseModel', 'ConverseDeblurModel'])
+def test_a_model_without_a_loss_is_refused_whatever_its_name(capsys, tmp_path, data, model_type):
+    """ConverseModel, its old name ConverseDeblurModel and SRModel all need pixel_opt or perceptual_opt:
+    the check asks what the class is (an SRModel that is not a GAN model), not its name."""
+    msg = _fails(capsys, tmp_path, options(data, model_type=model_type, **{'train:pixel_opt': None}))
+    assert 'train needs a loss: pixel_opt or perceptual_opt' in msg, msg

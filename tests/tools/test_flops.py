@@ -79,5 +79,5 @@ def test_cli(capsys):
     assert flops_cli.main(['--arch', 'DnCNN', '--input', '1x1x16']) == 2
     assert 'input size must look like BxCxHxW' in capsys.readouterr().err
     assert flops_cli.main(['--arch', 'NoSuchNet']) == 2
-    assert "type 'NoSuchNet' is not a registered architecture" in capsys.readouterr().err
+    assert "unknown network type 'NoSuchNet'" in capsys.readouterr().err
     assert parse_input_size('1x3x64x48') == (1, 3, 64, 48)
