@@ -11,6 +11,8 @@ from basicsr.archs.srresnet_arch import MSRResNet
 
 from tests.e2e.helpers import check_ok, experiment_log, make_images, run_cli, train_options, validation_values
 
+pytestmark = pytest.mark.slow
+
 # option file -> (tiny original network as a YAML flow mapping, HR crop, a key only the converted net has)
 RUNS = {
     'train_ConvertedMSRResNet_x4_DF2K.yml': ('{type: MSRResNet, num_feat: 8, num_block: 1, upscale: 4}', 32,

@@ -1,12 +1,16 @@
 """``basicsr demo``, shortened with ``--force_yml`` (the full demo trains for about 3 minutes)."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import re
 
 import cv2
 
 from tests.e2e.helpers import run_cli
+
+pytestmark = pytest.mark.slow
 
 NAME = 'demo_ConverseDnCNN_gray_sigma25'
 

@@ -2,6 +2,8 @@
 ConverseConverted SRVGGNetCompact generator, through ``basicsr train`` on the CPU."""
 from __future__ import annotations
 
+import pytest
+
 import os
 
 import torch
@@ -17,6 +19,8 @@ RANDOM_VGG = '''
 import sys
 import torchvision.models.vgg as vgg
 from converse_plugin.cli import main
+
+pytestmark = pytest.mark.slow
 
 _vgg19 = vgg.vgg19
 vgg.vgg19 = lambda pretrained=False, **kwargs: _vgg19(weights=None)

@@ -42,6 +42,7 @@ def _tiny(tmp_path, **extra) -> list[str]:
     return [o for o in overrides if not o.startswith(('network_g:num_feat', 'network_g:num_block'))]
 
 
+@pytest.mark.slow
 @realesrgan_missing
 @pytest.mark.parametrize('how', ['flag', 'option_file'])
 def test_train_imports_realesrgan_before_parsing(tmp_path, how):

@@ -25,6 +25,8 @@ from converse_plugin.engine.options import load_options
 from basicsr.metrics import calculate_psnr, calculate_ssim  # noqa: E402  isort: skip
 from tests.e2e.helpers import OPTIONS, SHARED, check_ok, experiment_log, needs_shared, run_cli, validation_values
 
+pytestmark = pytest.mark.reproduction
+
 FULL = os.environ.get('CONVERSE_E2E_QUICK') != '1'
 full_only = pytest.mark.skipif(not FULL, reason='CONVERSE_E2E_QUICK=1: the long reproduction tests are skipped')
 TOL_DB = 0.01 + 1e-9  # the reference values are rounded to 0.01 dB

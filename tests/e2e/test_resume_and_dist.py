@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 
+import pytest
 import torch
 
 from tests.e2e.helpers import check_ok, experiment_log, make_images, run_cli, tiny_overrides, train_options
@@ -44,6 +45,7 @@ if __name__ == '__main__':
 # Every rank saves its own net_g after model creation and at the end, to compare the ranks.
 SAVE_EVERY_RANK = '''
 import os, sys
+import pytest
 import torch
 import torch.distributed as dist
 import converse_plugin
@@ -126,6 +128,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path):
     data = make_images(str(tmp_path / 'images'), n=4, size=48)
     states = tmp_path / 'states'

@@ -13,6 +13,8 @@ import torch
 from tests.e2e.helpers import (check_ok, experiment_log, make_images, make_kernel, run_cli, tiny_overrides,
                                train_options, validation_values)
 
+pytestmark = pytest.mark.slow
+
 # option file, validation set name, metrics, extra overrides (beyond tiny_overrides), data maker
 TASKS = {
     'denoise': ('train_ConverseDnCNN_gray_sigma25.yml', 'Set12', ('psnr', 'ssim'), {}),

@@ -35,6 +35,7 @@ def test_tiled_output_has_the_whole_image_shape():
     assert torch.isfinite(tiled).all()
 
 
+@pytest.mark.reproduction
 def test_released_x4_model_tiled_is_within_0_05_db_on_set14_images():
     from basicsr.data import build_dataset
     from basicsr.utils import tensor2img

@@ -11,7 +11,7 @@ from basicsr.archs import build_network
 from converse_plugin.ops import Converse2D
 from tests.ops.oracle import oracle_module_forward
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 @pytest.fixture(autouse=True)
