@@ -15,6 +15,7 @@ $(BIN)/.converse-installed: setup.py
 	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q --no-build-isolation basicsr==1.4.2
 	$(BIN)/pip install -q --no-build-isolation -e '.[test,spandrel]'
+	$(BIN)/python -c 'from converse_plugin import compat; compat.install_startup_hook()'  # editable installs skip it
 	touch $@
 
 # the fast tier (every module, <= 8 minutes on 2 CPU cores); test-all adds the slow end-to-end runs,

@@ -1,5 +1,20 @@
 """converse-plugin: reverse convolution (Converse2D) and ConverseNets for BasicSR."""
+import os
+import runpy
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithStartupHook(build_py):
+    """Also install converse_plugin_compat.pth: compat fix 1 for modules imported before the plugin."""
+
+    def run(self):
+        super().run()
+        compat = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'converse_plugin', 'compat.py'))
+        with open(os.path.join(self.build_lib, compat['STARTUP_HOOK_FILE']), 'w', encoding='utf-8') as f:
+            f.write(compat['startup_hook_line']())
+
 
 setup(
     name='converse-plugin',
@@ -25,8 +40,11 @@ setup(
         'scipy',
         'tqdm',
     ],
-    extras_require={'test': ['pytest', 'hypothesis', 'onnx', 'onnxscript', 'onnxruntime', 'safetensors'],
+    # realesrgan: the side-by-side test with another BasicSR plugin (tests/e2e/test_other_plugins.py)
+    extras_require={'test': ['pytest', 'hypothesis', 'onnx', 'onnxscript', 'onnxruntime', 'safetensors',
+                             'realesrgan==0.3.0'],
                     'export': ['onnx', 'onnxscript', 'onnxruntime', 'safetensors'],
                     'spandrel': ['spandrel==0.4.2']},
     entry_points={'console_scripts': ['basicsr=converse_plugin.cli:main']},
+    cmdclass={'build_py': BuildPyWithStartupHook},
 )

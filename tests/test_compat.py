@@ -161,3 +161,37 @@ def test_resume_state_path_loads_on_the_cpu(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.state'):
         load_resume_state(dict(opt, auto_resume=False))
 
+
+
+HOOK_CHECK = '''
+import site, sys
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != 'ConverseFunctionalTensorAlias']
+try:
+    import torchvision.transforms.functional_tensor
+    has_real_module = True
+except ImportError:
+    has_real_module = False
+site.addsitedir(sys.argv[1])  # runs the .pth line as Python does at start-up
+site.addsitedir(sys.argv[1])  # twice: still one finder
+assert [type(f).__name__ for f in sys.meta_path].count('ConverseFunctionalTensorAlias') == 1
+assert 'converse_plugin' not in sys.modules and 'basicsr' not in sys.modules  # costs nothing until used
+import torchvision.transforms.functional as F
+import torchvision.transforms.functional_tensor as ft
+assert has_real_module or ft.rgb_to_grayscale is F.rgb_to_grayscale
+import basicsr.data.degradations  # imports rgb_to_grayscale from it
+print('ok')
+'''
+
+
+def test_startup_hook_makes_the_alias_for_modules_imported_before_the_plugin(tmp_path):
+    (tmp_path / compat.STARTUP_HOOK_FILE).write_text(compat.startup_hook_line())
+    proc = subprocess.run([sys.executable, '-c', HOOK_CHECK, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-3000:]
+
+
+def test_install_startup_hook_writes_the_line(tmp_path):
+    path = compat.install_startup_hook(str(tmp_path))
+    assert path == str(tmp_path / compat.STARTUP_HOOK_FILE)
+    text = (tmp_path / compat.STARTUP_HOOK_FILE).read_text()
+    assert text == compat.startup_hook_line() and text.startswith('import ') and text.count('\n') == 1

@@ -19,8 +19,10 @@ OPTION = 'train_ConvertedSRVGG_x4_GAN.yml'
 
 
 @realesrgan_missing
-def test_plugin_then_realesrgan_in_one_interpreter():
-    code = ('import converse_plugin, realesrgan;'
+@pytest.mark.parametrize('first', ['converse_plugin', 'realesrgan'])
+def test_plugin_and_realesrgan_in_either_order(first):
+    order = 'converse_plugin, realesrgan' if first == 'converse_plugin' else 'realesrgan, converse_plugin'
+    code = (f'import {order};'
             'from converse_plugin.registries import lookup;'
             'from realesrgan.archs.srvgg_arch import SRVGGNetCompact;'
             'from realesrgan.models.realesrgan_model import RealESRGANModel;'
