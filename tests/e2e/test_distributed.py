@@ -325,13 +325,12 @@ def _elastic_run(tmp_path, tag: str, data: str, kill_at: str | None = None, slow
 
 
 @pytest.mark.slow
-def test_elastic_restart_after_sigkill_loses_nothing(tmp_path):
-    """A worker SIGKILLed in the middle of training (rank 1 at iteration 5), and another run's saving
-    worker SIGKILLed in the middle of writing net_g_4.pth: the group restarts, resumes from the last
-    complete state (4 and 2) and ends with exactly the weights of an uninterrupted run."""
+def test_elastic_restart_after_sigkill_in_training_loses_nothing(tmp_path):
+    """Rank 1 SIGKILLed at iteration 5 (torchrun --max-restarts 1 --auto_resume): the group restarts,
+    resumes from the last complete state (iteration 4) and ends with exactly the weights of an
+    uninterrupted run."""
     data = make_images(str(tmp_path / 'images'), n=6, size=48)
     _, reference, _ = _elastic_run(tmp_path, 'plain', data)
-
     out, final, root = _elastic_run(tmp_path, 'kill', data, kill_at='1:5')
     exp = osp.join(root, 'experiments', NAME)
     logs = sorted(glob.glob(osp.join(exp, 'train_*.log')))
@@ -339,9 +338,16 @@ def test_elastic_restart_after_sigkill_loses_nothing(tmp_path):
     assert 'Resuming training from epoch: 1, iter: 4.' in open(logs[-1], encoding='utf-8').read()
     assert same_weights(final, reference)
 
+
+@pytest.mark.slow
+def test_elastic_restart_after_sigkill_in_a_save_loses_nothing(tmp_path):
+    """Rank 0 SIGKILLed while net_g_4.pth is half-written: the restarted group resumes from iteration 2 (the
+    last complete state) and ends with exactly the weights of an uninterrupted run."""
+    data = make_images(str(tmp_path / 'images'), n=6, size=48)
+    _, reference, _ = _elastic_run(tmp_path, 'plain', data)
     out, final, root = _elastic_run(tmp_path, 'save', data, slow_save='net_g_4.pth')
     exp = osp.join(root, 'experiments', NAME)
     logs = sorted(glob.glob(osp.join(exp, 'train_*.log')))
     assert 'Resuming training from epoch: 0, iter: 2.' in open(logs[-1], encoding='utf-8').read(), out[-3000:]
-    assert sorted(os.listdir(osp.join(exp, 'training_states'))) == ['2.state', '4.state', '6.state']
+    assert sorted(os.listdir(osp.join(exp, 'training_states'))) == ['2.state', '4.state', '6.state', '8.state']
     assert same_weights(final, reference)
