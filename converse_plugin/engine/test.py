@@ -1,5 +1,7 @@
 """The plugin's test loop (``basicsr test``): BasicSR 1.4.2's ``test_pipeline`` on its public API, with the
-options checked before anything runs and the model built with the plugin's checkpoint policy."""
+options checked before anything runs and the model built with the plugin's checkpoint policy. Under
+``--launcher pytorch|slurm`` the test images are split across the ranks, with the single-process metrics
+(:mod:`converse_plugin.engine.distributed_eval`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,6 +9,8 @@ from collections.abc import Sequence
 import torch
 
 from converse_plugin.engine.build import build_model
+from converse_plugin.engine.dist import check_same_options
+from converse_plugin.engine.distributed_eval import validate
 from converse_plugin.engine.logs import start_log
 from converse_plugin.engine.options import parse_options
 from converse_plugin.engine.validate import validate_options
@@ -21,7 +25,11 @@ def test_pipeline(root_path: str, argv: Sequence[str] | None = None) -> None:
     from basicsr.data import build_dataloader, build_dataset
     from basicsr.utils import make_exp_dirs
 
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     opt, args = parse_options(root_path, is_train=False, argv=argv)
+    check_same_options(args.opt, argv)  # every rank: the same option file and arguments
     notes = validate_options(opt, args.opt, is_train=False)
     torch.backends.cudnn.benchmark = True
 
@@ -39,5 +47,6 @@ def test_pipeline(root_path: str, argv: Sequence[str] | None = None) -> None:
     model = build_model(opt)
     for test_loader in test_loaders:
         logger.info(f"Testing {test_loader.dataset.opt['name']}...")
-        model.validation(test_loader, current_iter=opt['name'], tb_logger=None,
-                         save_img=opt['val'].get('save_img', False))
+        # distributed (torchrun ... test --launcher pytorch): the images are split across the ranks
+        validate(model, test_loader, current_iter=opt['name'], tb_logger=None,
+                 save_img=opt['val'].get('save_img', False))

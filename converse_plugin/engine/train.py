@@ -30,6 +30,8 @@ from typing import Any
 import torch
 
 from converse_plugin.engine.build import build_model, make_prefetcher
+from converse_plugin.engine.dist import check_same_options, gather_to_all
+from converse_plugin.engine.distributed_eval import validate
 from converse_plugin.engine.guards import check_finite_batch, check_finite_losses
 from converse_plugin.engine.logs import start_log
 from converse_plugin.engine.options import copy_option_file, parse_options
@@ -54,10 +56,25 @@ class Progress:
                 'dataset_rng': self.dataset_rng}
 
     @classmethod
-    def from_state(cls, state: dict | None) -> Progress | None:
+    def from_state(cls, state: dict | None, rank: int = 0, world_size: int = 1) -> Progress | None:
+        """The position of ``rank``: its own entry of ``per_rank`` (saved by distributed runs: every rank
+        draws its own random numbers) when the state was saved with ``world_size`` ranks, else rank 0's."""
         if state is None:
             return None
+        per_rank = state.get('per_rank')
+        if per_rank and len(per_rank) == world_size:
+            state = per_rank[rank]
         return cls(state['iter_in_epoch'], state['epoch_rng'], state['rng'], state.get('dataset_rng'))
+
+
+def _progress_state(progress: Progress) -> dict:
+    """What a training state records of the loop: rank 0's position, and in a distributed run every rank's
+    (``per_rank``, gathered from all ranks), so that each rank resumes with its own random states."""
+    state = progress.to_state()
+    everyone = gather_to_all(state)
+    if len(everyone) > 1:
+        state['per_rank'] = everyone
+    return state
 
 
 def _dataset_rng(dataset: Any) -> Any:
@@ -119,6 +136,7 @@ def train_pipeline(root_path: str, argv: Sequence[str] | None = None, prog: str 
 
     argv = list(sys.argv[1:] if argv is None else argv)
     opt, args = parse_options(root_path, is_train=True, argv=argv)
+    check_same_options(args.opt, argv)  # every rank: the same option file and arguments (before anything else)
     notes = validate_options(opt, args.opt, is_train=True)
     torch.backends.cudnn.benchmark = True
 
@@ -136,11 +154,14 @@ def train_pipeline(root_path: str, argv: Sequence[str] | None = None, prog: str 
         model.resume_training(resume_state)
         logger.info(f"Resuming training from epoch: {resume_state['epoch']}, iter: {resume_state['iter']}.")
         start_epoch, current_iter = resume_state['epoch'], resume_state['iter']
-        resume = Progress.from_state(resume_state.get('progress'))
+        resume = Progress.from_state(resume_state.get('progress'), opt['rank'], opt['world_size'])
         last_checkpoint = (opt['path'].get('pretrain_network_g'), opt['path']['resume_state'])
         if resume is None:
             logger.warning('The training state has no data position or random states (not saved by converse_plugin): '
                            'the resumed run restarts its epoch from the first batch and is not exact.')
+        elif opt['world_size'] > 1 and len((resume_state.get('progress') or {}).get('per_rank') or ()) != opt['world_size']:
+            logger.warning(f"The training state was not saved by a run of {opt['world_size']} processes: every rank "
+                           "resumes with rank 0's random states, so the resumed run is not exact.")
 
     msg_logger = MessageLogger(opt, current_iter, tb_logger)
     batches = _EpochBatches(train_loader, train_sampler, make_prefetcher(opt, train_loader, logger))
@@ -191,7 +212,7 @@ def train_pipeline(root_path: str, argv: Sequence[str] | None = None, prog: str 
 def _save(model: Any, opt: dict, epoch: int, current_iter: int, progress: Progress, logger: Any):
     """Save the networks and the training state with ``progress``; the pair of files when both exist."""
     logger.info('Saving models and training states.')
-    model.save(epoch, current_iter, progress=progress.to_state())
+    model.save(epoch, current_iter, progress=_progress_state(progress))
     state = osp.join(opt['path']['training_states'], f'{current_iter}.state')
     if osp.isfile(state):
         return osp.join(opt['path']['models'], f'net_g_{current_iter}.pth'), state
@@ -199,8 +220,10 @@ def _save(model: Any, opt: dict, epoch: int, current_iter: int, progress: Progre
 
 
 def _validate(model: Any, val_loaders: list, current_iter: int, tb_logger: Any, val_opt: dict, logger: Any) -> None:
+    """Validate on every loader; in a distributed run the images are split across the ranks
+    (:func:`~converse_plugin.engine.distributed_eval.validate`)."""
     if len(val_loaders) > 1:
         logger.warning('Multiple validation datasets are *only* supported by SRModel.')
     with preserved_rng():  # validation must not change what training draws next
         for val_loader in val_loaders:
-            model.validation(val_loader, current_iter, tb_logger, val_opt.get('save_img', False))
+            validate(model, val_loader, current_iter, tb_logger, val_opt.get('save_img', False))
