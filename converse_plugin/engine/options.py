@@ -255,8 +255,11 @@ def parse_options(root_path: str, is_train: bool = True, argv: Sequence[str] | N
         dist_params = opt.get('dist_params') or {}
         if not isinstance(dist_params, dict):
             raise OptionError(f'{args.opt}: dist_params must be a mapping, got {dist_params!r}')
+        timeout = dist_params.get('timeout')
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise OptionError(f'{args.opt}: dist_params:timeout must be a number of seconds > 0, got {timeout!r}')
         init_dist(args.launcher, port=dist_params.get('port') if args.launcher == 'slurm' else None,
-                  backend=dist_params.get('backend', 'nccl'))
+                  backend=dist_params.get('backend', 'nccl'), timeout=timeout)
     opt['rank'], opt['world_size'] = get_dist_info()
 
     # random seed
