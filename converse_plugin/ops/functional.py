@@ -69,10 +69,13 @@ Pair = tuple[torch.Tensor, torch.Tensor]  # (real part, imaginary part) of a com
 @functools.lru_cache(maxsize=256)
 def _dft_cos_sin_cached(n: int, rows: int, offset: int, count: int, dtype: torch.dtype,
                         device: torch.device) -> Pair:
-    u = torch.arange(rows, device=device, dtype=torch.int64)[:, None]
-    a = torch.arange(count, device=device, dtype=torch.int64)[None, :] - offset
-    phase = torch.remainder(u * a, n).to(torch.float64) * (2.0 * math.pi / n)  # exact: integer mod n first
-    return torch.cos(phase).to(dtype), torch.sin(phase).to(dtype)
+    # built outside inference mode: a table first made under torch.inference_mode (e.g. by a caller such as
+    # spandrel) would be an inference tensor, which later training steps cannot save for backward
+    with torch.inference_mode(False), torch.no_grad():
+        u = torch.arange(rows, device=device, dtype=torch.int64)[:, None]
+        a = torch.arange(count, device=device, dtype=torch.int64)[None, :] - offset
+        phase = torch.remainder(u * a, n).to(torch.float64) * (2.0 * math.pi / n)  # exact: integer mod n first
+        return torch.cos(phase).to(dtype), torch.sin(phase).to(dtype)
 
 
 def dft_cos_sin(n: int, rows: int, offset: int, count: int, like: torch.Tensor) -> Pair:

@@ -65,3 +65,17 @@ def test_channels_last_input_gives_the_same_output(scale):
     out.sum().backward()
     outc.sum().backward()
     assert torch.allclose(xg.grad, xcg.grad, atol=1e-6)
+
+
+def test_training_after_inference_mode_use():
+    """Tables cached while a caller ran the operator under torch.inference_mode (spandrel does) must not
+    break a later training step (inference tensors cannot be saved for backward)."""
+    from converse_plugin.ops import Converse2D
+    layer = Converse2D(3, 3, kernel_size=3, scale=2, padding=2)
+    x = torch.rand(1, 3, 11, 13)
+    with torch.inference_mode():
+        layer.eval()(x)
+    layer.train()
+    out = layer(x.clone().requires_grad_(True))
+    out.sum().backward()
+    assert layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all()
