@@ -18,8 +18,18 @@ def build_model(opt: dict) -> Any:
     policy mixed in (:func:`~converse_plugin.models.base_model.plugin_model_class`)."""
     from basicsr.utils import get_root_logger
 
+    from converse_plugin.errors import OptionError, UserError
+
     cls = plugin_model_class(lookup('model', opt['model_type'], 'model_type'))
-    model = cls(deepcopy(opt))
+    try:
+        model = cls(deepcopy(opt))
+    except UserError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, AssertionError, NotImplementedError) as err:
+        # BasicSR's model constructors read the options (losses, optimizers, schedulers, EMA) without checks
+        text = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise OptionError(f"model_type {opt['model_type']}: the model cannot be built from these options "
+                          f'({type(err).__name__}: {text})') from None
     get_root_logger().info(f'Model [{model.__class__.__name__}] is created.')
     return model
 
