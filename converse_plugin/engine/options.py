@@ -74,6 +74,10 @@ def load_options(path: str) -> OrderedDict:
             opt = yaml.load(f, Loader=_OrderedSafeLoader)  # noqa: S506 (the loader is a SafeLoader)
     except FileNotFoundError:
         raise OptionError(f'option file not found: {path}') from None
+    except UnicodeDecodeError as err:
+        raise OptionError(f'{path}: not a text (UTF-8) option file: {err.reason} at byte {err.start}') from None
+    except OSError as err:  # a folder, no permission, ...
+        raise OptionError(f'{path}: cannot read the option file: {err.strerror or err}') from None
     except yaml.constructor.ConstructorError as err:
         tag = ''
         if err.problem and 'python/' in err.problem:
@@ -224,6 +228,9 @@ def _check_required(opt: dict, file: str, is_train: bool) -> None:
     if not isinstance(opt['name'], str) or not opt['name'].strip():
         raise OptionError(f"{file}: name must be a non-empty string (the experiment's folder name), "
                           f"got {opt['name']!r}")
+    if '/' in opt['name'] or '\\' in opt['name'] or opt['name'].strip() in ('.', '..'):
+        # BasicSR joins it under experiments/ or results/ and renames an existing folder of that path
+        raise OptionError(f"{file}: name must be a plain folder name (no '/', '\\', '.' or '..'), got {opt['name']!r}")
     for key, value in opt['path'].items():
         if value is None:
             continue

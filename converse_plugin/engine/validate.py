@@ -112,6 +112,7 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
     if 'scale' in opt:
         _positive(file, opt['scale'], 'scale')
 
+    _mapping(file, _get(file, opt, 'network_g', ''), 'network_g')  # every BasicSR model builds net_g
     networks = {}
     for key in [k for k in opt if str(k).startswith('network_')]:
         net_opt = _mapping(file, opt[key], key)

@@ -270,7 +270,9 @@ def leftovers(root: str) -> list[str]:
 def error_message(stderr: str, command: str) -> str | None:
     """The error the command printed: from its last ``basicsr <command>: error:`` line to the end."""
     lines = stderr.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith(f'basicsr {command}: error: ')]
+    import re
+    pattern = re.compile(rf'^basicsr {re.escape(command)}( [\w-]+)?: error: ')  # 'basicsr zoo download: error:'
+    starts = [i for i, line in enumerate(lines) if pattern.match(line)]
     return '\n'.join(lines[starts[-1]:]) if starts else None
 
 

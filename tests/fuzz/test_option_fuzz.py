@@ -29,12 +29,14 @@ def _report(n: int, failures: list[str]) -> str:
             + '\n\n'.join(failures))
 
 
-def test_option_mutants_fast(tmp_path):
+def test_option_mutants_fast(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative folders a mutant names (path: entries) land here
     n, failures = runner.fuzz(FAST, str(tmp_path), hz.seed())
     assert not failures, _report(n, failures)
 
 
 @pytest.mark.slow
-def test_option_mutants_slow(tmp_path):
+def test_option_mutants_slow(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     n, failures = runner.fuzz(SLOW, str(tmp_path), hz.seed() + 1, max_changes=3)
     assert not failures, _report(n, failures)
