@@ -104,15 +104,22 @@ def comparison_datasets(entries: Sequence[str], first: ModelSpec) -> list[dict[s
             sets = load_options(entry).get('datasets')
             if not isinstance(sets, dict) or not sets:
                 raise OptionError(f'--datasets {entry}: expected a datasets: mapping of test sets')
-            out += [dict(copy.deepcopy(d), phase='test') for d in sets.values()]
+            for phase, d in sets.items():
+                if not isinstance(d, dict):
+                    raise OptionError(f'{entry}: datasets:{phase} must be a mapping of dataset options, got {d!r}')
+                out.append(dict(copy.deepcopy(d), phase='test'))
         else:
             raise OptionError(f'--datasets {entry}: no such folder or option file')
-    for ds in out:
+    from converse_plugin.engine.validate import check_test_dataset
+    for i, ds in enumerate(out):
+        if not isinstance(ds, dict):
+            raise OptionError(f'--datasets: test set {i + 1} must be a mapping of dataset options, got {ds!r}')
         ds.setdefault('phase', 'test')
         ds['scale'] = first.opt.get('scale', 1)
         for key in ('dataroot_gt', 'dataroot_lq'):
-            if ds.get(key):
+            if isinstance(ds.get(key), str):
                 ds[key] = os.path.expanduser(ds[key])
+        check_test_dataset(' '.join(entries) or first.label, f'datasets:{ds.get("name", i + 1)}', ds)
     return out
 
 
@@ -290,11 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from converse_plugin.errors import UserError
     from converse_plugin.metrics.lpips_backbone import BackboneError
     try:
         run_compare(args.models, args.out, args.datasets, args.zoo_dir, args.input_size, not args.no_lpips,
                     args.lpips_net, args.crops, args.crop_size, args.repeat, args.cpu)
-    except (OptionError, BackboneError) as err:
+    except (UserError, BackboneError) as err:
         print(f'basicsr compare: error: {err}', file=sys.stderr)
         return 2
     print((Path(args.out) / 'comparison.md').read_text(encoding='utf-8'))

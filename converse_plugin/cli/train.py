@@ -27,16 +27,26 @@ def run(argv: Sequence[str], is_train: bool) -> int:
     command = 'train' if is_train else 'test'
     prog = f'basicsr {command}'
     argv = list(argv)
-    build_parser(is_train, prog=prog).parse_args(argv)
+    args = build_parser(is_train, prog=prog).parse_args(argv)
     try:
         if is_train:
             train_pipeline(os.getcwd(), argv, prog=prog)  # --root, if given, wins
         else:
             test_pipeline(os.getcwd(), argv)
     except UserError as err:
-        print(f'{prog}: error: {user_message(err)}', file=sys.stderr, flush=True)
+        message = one_line(user_message(err))
+        if args.opt not in message:  # every error names the option file it is about
+            message = f'{args.opt}: {message}'
+        print(f'{prog}: error: {message}', file=sys.stderr, flush=True)
         return err.exit_code
     return 0
+
+
+def one_line(message: str) -> str:
+    """``message`` without the C++ stack frames a quoted torch error carries (``frame #N: ...`` lines)."""
+    lines = str(message).splitlines()
+    kept = [line for line in lines if not line.lstrip().startswith(('frame #', 'Exception raised from'))]
+    return '\n'.join(kept) if kept else str(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,10 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f'{name}: {download(name, args.dir)}')
         except ZooError as err:
             print(f'basicsr zoo download: error: {err}', file=sys.stderr)
-            return 1
+            return 2
         except OSError as err:
             print(f'basicsr zoo download: error: {name}: {err}', file=sys.stderr)
-            return 1
+            return 2
         return 0
     status = verify_dir(args.dir)
     root = zoo_dir(args.dir)

@@ -19,11 +19,18 @@ def build_model(opt: dict) -> Any:
     policy mixed in (:func:`~converse_plugin.models.base_model.plugin_model_class`)."""
     from basicsr.utils import get_root_logger
 
+    from converse_plugin.errors import OptionError
+
     cls = plugin_model_class(lookup('model', opt['model_type'], 'model_type'))
     try:
         model = cls(deepcopy(opt))
     except UserError:
         raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, AssertionError, NotImplementedError) as err:
+        # BasicSR's model constructors read the options (losses, optimizers, schedulers, EMA) without checks
+        text = err.args[0] if isinstance(err, KeyError) and err.args else _first_line(err)
+        raise OptionError(f"model_type {opt['model_type']}: the model cannot be built from these options "
+                          f'({type(err).__name__}: {text})') from None
     except Exception as err:  # noqa: BLE001 (a model's constructor builds networks, losses, optimizers...)
         raise ModelBuildError(f"model_type {opt['model_type']!r}: the model could not be built: "
                               f'{type(err).__name__}: {_first_line(err)}{_hint(err)}') from None

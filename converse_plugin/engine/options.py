@@ -74,6 +74,10 @@ def load_options(path: str) -> OrderedDict:
             opt = yaml.load(f, Loader=_OrderedSafeLoader)  # noqa: S506 (the loader is a SafeLoader)
     except FileNotFoundError:
         raise OptionError(f'option file not found: {path}') from None
+    except UnicodeDecodeError as err:
+        raise OptionError(f'{path}: not a text (UTF-8) option file: {err.reason} at byte {err.start}') from None
+    except OSError as err:  # a folder, no permission, ...
+        raise OptionError(f'{path}: cannot read the option file: {err.strerror or err}') from None
     except yaml.constructor.ConstructorError as err:
         tag = ''
         if err.problem and 'python/' in err.problem:
@@ -215,6 +219,35 @@ def _check_required(opt: dict, file: str, is_train: bool) -> None:
     for phase, dataset in opt['datasets'].items():
         if not isinstance(dataset, dict):
             raise OptionError(f'{file}: datasets:{phase} must be a mapping, got {type(dataset).__name__}')
+        if not isinstance(phase, str):
+            raise OptionError(f'{file}: datasets: {phase!r} is not a phase name (train, val, val_1, test_1, ...)')
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            if dataset.get(key) is not None and not (isinstance(dataset[key], str) and dataset[key]):
+                raise OptionError(f'{file}: datasets:{phase}:{key} must be a folder path (a string), '
+                                  f'got {dataset[key]!r}')
+    if not isinstance(opt['name'], str) or not opt['name'].strip():
+        raise OptionError(f"{file}: name must be a non-empty string (the experiment's folder name), "
+                          f"got {opt['name']!r}")
+    if '/' in opt['name'] or '\\' in opt['name'] or opt['name'].strip() in ('.', '..'):
+        # BasicSR joins it under experiments/ or results/ and renames an existing folder of that path
+        raise OptionError(f"{file}: name must be a plain folder name (no '/', '\\', '.' or '..'), got {opt['name']!r}")
+    for key, value in opt['path'].items():
+        if value is None:
+            continue
+        if ('resume_state' in str(key) or 'pretrain_network' in str(key)) and not (isinstance(value, str) and value):
+            raise OptionError(f'{file}: path:{key} must be a file path (a string) or ~, got {value!r}')
+        if str(key).startswith('strict_load') and not isinstance(value, bool):
+            raise OptionError(f'{file}: path:{key} must be true or false, got {value!r}')
+        if str(key).startswith('param_key') and not isinstance(value, str):
+            raise OptionError(f'{file}: path:{key} must be a key name (a string) or ~, got {value!r}')
+    for key, value in opt['path'].items():
+        # BasicSR's make_exp_dirs makes a folder of every other path: entry
+        if not any(word in str(key) for word in ('strict_load', 'pretrain_network', 'resume', 'param_key')) and \
+                not (isinstance(value, str) and value):
+            raise OptionError(f'{file}: path:{key} must be a folder path (a string), got {value!r}')
+    seed = opt.get('manual_seed')
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2 ** 32 - 2 ** 16):
+        raise OptionError(f'{file}: manual_seed must be an integer in [0, {2 ** 32 - 2 ** 16}) or ~, got {seed!r}')
 
 
 def parse_options(root_path: str, is_train: bool = True, argv: Sequence[str] | None = None):

@@ -17,7 +17,9 @@ traceback from deep inside a constructor, minutes or hours later, into one :clas
 """
 from __future__ import annotations
 
+import math
 import numbers
+from os import path as osp
 from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from typing import Any
@@ -27,11 +29,17 @@ from torch import nn
 from converse_plugin.errors import CheckpointError, DataError, DataFileNotFoundError, OptionError, UserError
 from converse_plugin.registries import build_network, lookup, unknown_name_message
 
-__all__ = ['validate_options', 'check_registered']
+__all__ = ['validate_options', 'check_registered', 'check_test_dataset']
 
 # BasicSR 1.4.2's BaseModel.get_optimizer / setup_schedulers accept only these
 OPTIMIZERS = ('Adam', )
 SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
+# sanity bounds: beyond them BasicSR overflows, forks without end or allocates the sampler's permutation forever
+MAX_BATCH = 2 ** 20
+MAX_WORKERS = 256
+MAX_SAMPLES = 10 ** 8
+MAX_NETWORK_INT = 2 ** 16
+MAX_NETWORK_ELEMENTS = 2 ** 31
 
 
 def check_registered(file: str, key: str, name: Any, names: Iterable[str], what: str) -> None:
@@ -55,17 +63,41 @@ def _mapping(file: str, value: Any, key: str) -> Mapping:
     return value
 
 
-def _positive(file: str, value: Any, key: str, allow_zero: bool = False, integer: bool = True) -> None:
-    """A number > 0 (>= 0 with ``allow_zero``); with ``integer`` it must be integral (``5e3`` is fine)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+def _positive(file: str, value: Any, key: str, allow_zero: bool = False, integer: bool = True,
+              maximum: float | None = None) -> None:
+    """A finite number > 0 (>= 0 with ``allow_zero``), at most ``maximum``; with ``integer`` it must be
+    integral (``5e3`` is fine)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok and integer:
         ok = float(value).is_integer()
     if ok:
         ok = value >= 0 if allow_zero else value > 0
+    if ok and maximum is not None:
+        ok = value <= maximum
     if not ok:
         kind = 'an integer' if integer else 'a number'
         bound = '>= 0' if allow_zero else '>= 1' if integer else '> 0'
-        raise OptionError(f'{file}: {key} must be {kind} {bound}, got {value!r}')
+        upper = f' and <= {maximum}' if maximum is not None else ''
+        raise OptionError(f'{file}: {key} must be {kind} {bound}{upper}, got {value!r}')
+
+
+def _string(file: str, value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise OptionError(f'{file}: {key} must be a non-empty string, got {value!r}')
+    return value
+
+
+def _number(file: str, value: Any, key: str, low: float | None = None, high: float | None = None) -> None:
+    """A finite real number in [low, high] (either bound optional)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        rng = f' in [{low}, {high}]' if low is not None and high is not None else (
+            f' >= {low}' if low is not None else f' <= {high}' if high is not None else '')
+        raise OptionError(f'{file}: {key} must be a finite number{rng}, got {value!r}')
 
 
 def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
@@ -80,6 +112,7 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
     if 'scale' in opt:
         _positive(file, opt['scale'], 'scale')
 
+    _mapping(file, _get(file, opt, 'network_g', ''), 'network_g')  # every BasicSR model builds net_g
     networks = {}
     for key in [k for k in opt if str(k).startswith('network_')]:
         net_opt = _mapping(file, opt[key], key)
@@ -87,6 +120,11 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
         networks[key] = _build_network(file, key, net_opt)
 
     _check_pretrained(file, opt, networks)
+    resume = (opt.get('path') or {}).get('resume_state')
+    if isinstance(resume, str) and not osp.isfile(resume):
+        from converse_plugin.errors import CheckpointNotFoundError
+        raise CheckpointNotFoundError(f'{file}: path:resume_state: training state {resume} does not exist '
+                                      '(a file, or ~ to start from scratch)')
 
     notes: list[str] = []
     datasets = _mapping(file, opt['datasets'], 'datasets')
@@ -98,19 +136,29 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
         if is_train and prefix not in ('train', 'val'):  # BasicSR's train pipeline knows only these
             raise OptionError(f"{file}: {where}: unknown dataset phase {phase!r}; use 'train' or 'val' "
                               '(several validation sets: val_1, val_2, ...)')
-        _get(file, ds_opt, 'name', where)
+        _string(file, _get(file, ds_opt, 'name', where), f'{where}:name')
+        for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
+            if ds_opt.get(key) is not None:
+                _string(file, ds_opt[key], f'{where}:{key}')
         ds_cls = _lookup(file, 'dataset', _get(file, ds_opt, 'type', where), f'{where}:type')
         if prefix == 'train':
-            _positive(file, _get(file, ds_opt, 'batch_size_per_gpu', where), f'{where}:batch_size_per_gpu')
+            _positive(file, _get(file, ds_opt, 'batch_size_per_gpu', where), f'{where}:batch_size_per_gpu',
+                      maximum=MAX_BATCH)
             _positive(file, _get(file, ds_opt, 'num_worker_per_gpu', where), f'{where}:num_worker_per_gpu',
-                      allow_zero=True)
+                      allow_zero=True, maximum=MAX_WORKERS)
             if 'dataset_enlarge_ratio' in ds_opt:
-                _positive(file, ds_opt['dataset_enlarge_ratio'], f'{where}:dataset_enlarge_ratio')
+                _positive(file, ds_opt['dataset_enlarge_ratio'], f'{where}:dataset_enlarge_ratio', maximum=MAX_SAMPLES)
             if ds_opt.get('prefetch_mode') not in (None, 'cpu', 'cuda'):
                 raise OptionError(f"{file}: {where}:prefetch_mode must be ~, 'cpu' or 'cuda', "
                                   f"got {ds_opt['prefetch_mode']!r}")
         dataset = _build_dataset(file, where, ds_opt, ds_cls)
+        if prefix == 'train':
+            samples = len(dataset) * ds_opt.get('dataset_enlarge_ratio', 1)
+            if samples > MAX_SAMPLES:
+                raise OptionError(f'{file}: {where}:dataset_enlarge_ratio {ds_opt["dataset_enlarge_ratio"]} gives '
+                                  f'{samples} samples per epoch, more than {MAX_SAMPLES}; lower it')
         notes += _check_images(file, where, dataset, networks.get('network_g'))
+        _first_sample(file, where, dataset)
 
     if is_train:
         _check_train(file, opt, model_cls)
@@ -118,10 +166,34 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
         val = _mapping(file, _get(file, opt, 'val', ''), 'val')
         if is_train:
             _positive(file, _get(file, val, 'val_freq', 'val'), 'val:val_freq')
-        for name, metric in (val.get('metrics') or {}).items():
+        metrics = val.get('metrics')
+        for name, metric in (_mapping(file, metrics, 'val:metrics') if metrics is not None else {}).items():
             metric = _mapping(file, metric, f'val:metrics:{name}')
-            _lookup(file, 'metric', _get(file, metric, 'type', f'val:metrics:{name}'), f'val:metrics:{name}:type')
+            fn = _lookup(file, 'metric', _get(file, metric, 'type', f'val:metrics:{name}'), f'val:metrics:{name}:type')
+            _check_metric(file, f'val:metrics:{name}', fn, metric)
+        if val.get('save_img') and 'suffix' not in val:
+            raise OptionError(f'{file}: val:save_img is true but val:suffix is missing (~ for none); BasicSR reads it')
+        for key in ('save_img', 'pbar'):
+            if val.get(key) is not None and not isinstance(val[key], bool):
+                raise OptionError(f'{file}: val:{key} must be true or false, got {val[key]!r}')
+        if val.get('suffix') is not None:
+            _string(file, val['suffix'], 'val:suffix')
     return notes
+
+
+def check_test_dataset(file: str, where: str, ds_opt: Any, net: nn.Module | None = None) -> Any:
+    """Check one test set's options (``name``, ``type``, paths) and build it once, as ``basicsr test`` does;
+    returns the dataset. Errors are :class:`UserError` naming ``file`` and ``where``."""
+    ds_opt = _mapping(file, ds_opt, where)
+    _string(file, _get(file, ds_opt, 'name', where), f'{where}:name')
+    for key in ('dataroot_gt', 'dataroot_lq'):
+        if ds_opt.get(key) is not None:
+            _string(file, ds_opt[key], f'{where}:{key}')
+    ds_cls = _lookup(file, 'dataset', _get(file, ds_opt, 'type', where), f'{where}:type')
+    dataset = _build_dataset(file, where, ds_opt, ds_cls)
+    _check_images(file, where, dataset, net)
+    _first_sample(file, where, dataset)
+    return dataset
 
 
 def _lookup(file: str, kind: str, name: Any, key: str) -> Any:
@@ -145,19 +217,159 @@ def _check_train(file: str, opt: Mapping, model_cls: Any) -> None:
     optim = _mapping(file, _get(file, train, 'optim_g', 'train'), 'train:optim_g')
     check_registered(file, 'train:optim_g:type', _get(file, optim, 'type', 'train:optim_g'), OPTIMIZERS, 'optimizer')
     _positive(file, _get(file, optim, 'lr', 'train:optim_g'), 'train:optim_g:lr', allow_zero=True, integer=False)
+    optimizer = _build_optimizer(file, 'train:optim_g', optim)
     if train.get('scheduler') is not None:
         sched = _mapping(file, train['scheduler'], 'train:scheduler')
         check_registered(file, 'train:scheduler:type', _get(file, sched, 'type', 'train:scheduler'), SCHEDULERS,
                          'scheduler')
+        _build_scheduler(file, 'train:scheduler', sched, optimizer)
+    if train.get('warmup_iter') is not None:
+        value = train['warmup_iter']
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= -1):
+            raise OptionError(f'{file}: train:warmup_iter must be an integer >= -1 (-1: no warm-up), got {value!r}')
+    if train.get('ema_decay') is not None:
+        _number(file, train['ema_decay'], 'train:ema_decay', 0, 1)
+    if 'ema_warmup' in train:
+        from converse_plugin.models.base_model import parse_ema_warmup
+        try:
+            parse_ema_warmup(train['ema_warmup'])
+        except OptionError as err:
+            raise OptionError(f'{file}: {err}') from None
     losses = [k for k in train if str(k).endswith('_opt') and train[k] is not None]
     for key in losses:
         loss = _mapping(file, train[key], f'train:{key}')
-        _lookup(file, 'loss', _get(file, loss, 'type', f'train:{key}'), f'train:{key}:type')
+        loss_cls = _lookup(file, 'loss', _get(file, loss, 'type', f'train:{key}'), f'train:{key}:type')
+        _build_loss(file, f'train:{key}', loss_cls, loss)
     if _needs_pixel_or_perceptual_loss(model_cls) and not any(train.get(k) for k in ('pixel_opt', 'perceptual_opt')):
         raise OptionError(f'{file}: train needs a loss: pixel_opt or perceptual_opt')
     logger = _mapping(file, opt['logger'], 'logger')
     for key in ('print_freq', 'save_checkpoint_freq'):
         _positive(file, _get(file, logger, key, 'logger'), f'logger:{key}')
+    if not isinstance(_get(file, logger, 'use_tb_logger', 'logger'), bool):  # BasicSR's MessageLogger reads it
+        raise OptionError(f"{file}: logger:use_tb_logger must be true or false, got {logger['use_tb_logger']!r}")
+    if logger.get('wandb') is not None:
+        wandb = _mapping(file, logger['wandb'], 'logger:wandb')
+        if wandb.get('project') is not None:
+            import importlib.util
+            _string(file, wandb['project'], 'logger:wandb:project')
+            if not logger['use_tb_logger']:
+                raise OptionError(f'{file}: logger:wandb:project needs logger:use_tb_logger: true (BasicSR)')
+            if importlib.util.find_spec('wandb') is None:
+                raise OptionError(f'{file}: logger:wandb:project is set but wandb is not installed '
+                                  '(pip install wandb, or set logger:wandb:project: ~)')
+
+
+def _build_optimizer(file: str, where: str, optim: Mapping) -> Any:
+    """The optimizer of ``optim`` on a dummy parameter, as BasicSR's ``get_optimizer`` builds it: its
+    constructor checks ``lr``, ``betas``, ``weight_decay``, ... (errors name ``where``)."""
+    import torch
+
+    kwargs = deepcopy(dict(optim))
+    kwargs.pop('type')
+    lr = kwargs.pop('lr')
+    try:
+        return torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr, **kwargs)
+    except Exception as err:  # noqa: BLE001 (any constructor error is a bad option value)
+        raise OptionError(f'{file}: {where}: the optimizer rejects these options: {type(err).__name__}: {err}') from None
+
+
+_SCHEDULER_INT_LISTS = ('milestones', 'restarts', 'periods')
+
+
+def _build_scheduler(file: str, where: str, sched: Mapping, optimizer: Any) -> None:
+    """The scheduler of ``sched`` on ``optimizer``, as BasicSR's ``setup_schedulers`` builds it, stepped a few
+    times; list options must be lists of integers (errors name ``where`` or the key)."""
+    from basicsr.models import lr_scheduler
+
+    kwargs = deepcopy(dict(sched))
+    name = kwargs.pop('type')
+    for key in _SCHEDULER_INT_LISTS:
+        if key in kwargs:
+            value = kwargs[key]
+            if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                      for v in value):
+                raise OptionError(f'{file}: {where}:{key} must be a list of integers >= 0, got {value!r}')
+    if 'restart_weights' in kwargs:
+        value = kwargs['restart_weights']
+        if not isinstance(value, list):
+            raise OptionError(f'{file}: {where}:restart_weights must be a list of numbers, got {value!r}')
+        for i, weight in enumerate(value):
+            _number(file, weight, f'{where}:restart_weights:{i}')
+    for key in ('gamma', 'eta_min'):
+        if key in kwargs:
+            _number(file, kwargs[key], f'{where}:{key}')
+    cls = lr_scheduler.CosineAnnealingRestartLR if name == 'CosineAnnealingRestartLR' else \
+        lr_scheduler.MultiStepRestartLR
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # "lr_scheduler.step() before optimizer.step()": a dry run
+            scheduler = cls(optimizer, **kwargs)
+            for _ in range(3):
+                scheduler.step()
+    except Exception as err:  # noqa: BLE001 (any constructor error is a bad option value)
+        raise OptionError(f'{file}: {where}: the {name} scheduler rejects these options: '
+                          f'{type(err).__name__}: {err}') from None
+
+
+def _build_loss(file: str, where: str, loss_cls: Any, loss: Mapping) -> None:
+    """Build the loss once as BasicSR's ``build_loss`` does (type popped, the rest as keyword arguments);
+    ``loss_weight`` must be a number; a pixel loss is also applied once to a small pair of tensors."""
+    import inspect
+
+    import torch
+
+    kwargs = deepcopy(dict(loss))
+    kwargs.pop('type')
+    for key, value in kwargs.items():
+        if str(key).endswith('weight') and not isinstance(value, Mapping):
+            _number(file, value, f'{where}:{key}')
+    try:
+        built = loss_cls(**kwargs)
+    except UserError as err:
+        raise type(err)(f'{file}: {where}: {err}') from None
+    except Exception as err:  # noqa: BLE001 (any constructor error is a bad option value)
+        raise OptionError(f'{file}: {where}: the loss {loss.get("type")} rejects these options: '
+                          f'{type(err).__name__}: {_plain(err)}') from None
+    try:
+        params = list(inspect.signature(built.forward).parameters)
+    except (TypeError, ValueError):
+        return
+    if params[:2] != ['pred', 'target']:
+        return  # not a pixel loss (GAN, perceptual with its own inputs, ...)
+    pred, target = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    try:
+        with torch.no_grad():
+            built(pred, target)
+    except Exception as err:  # noqa: BLE001 (the options, not the tensors, are what can be wrong)
+        raise OptionError(f'{file}: {where}: the loss {loss.get("type")} fails with these options: '
+                          f'{type(err).__name__}: {_plain(err)}') from None
+
+
+def _check_metric(file: str, where: str, fn: Any, metric: Mapping) -> None:
+    """``crop_border`` an integer >= 0, ``test_y_channel`` a boolean; BasicSR's own metrics are also
+    computed once on a small pair of images with these options."""
+    import numpy as np
+
+    if 'crop_border' in metric:
+        _positive(file, metric['crop_border'], f'{where}:crop_border', allow_zero=True, maximum=2 ** 16)
+    for key in ('test_y_channel', 'better'):
+        if key == 'test_y_channel' and key in metric and not isinstance(metric[key], bool):
+            raise OptionError(f'{file}: {where}:{key} must be true or false, got {metric[key]!r}')
+    if metric.get('better') is not None and metric['better'] not in ('higher', 'lower'):
+        raise OptionError(f"{file}: {where}:better must be 'higher' or 'lower', got {metric['better']!r}")
+    if not getattr(fn, '__module__', '').startswith('basicsr.metrics.') or 'niqe' in fn.__module__:
+        return
+    kwargs = deepcopy(dict(metric))
+    kwargs.pop('type')
+    kwargs.pop('better', None)
+    rng = np.random.default_rng(0)
+    img, img2 = (rng.integers(0, 256, (32, 32, 3)).astype(np.float64) for _ in range(2))
+    try:
+        fn(img, img2, **kwargs)
+    except Exception as err:  # noqa: BLE001 (the options, not the images, are what can be wrong)
+        raise OptionError(f'{file}: {where}: the metric {metric.get("type")} fails with these options: '
+                          f'{type(err).__name__}: {_plain(err)}') from None
 
 
 def _check_pretrained(file: str, opt: Mapping, networks: dict[str, nn.Module]) -> None:
@@ -184,16 +396,48 @@ def _check_pretrained(file: str, opt: Mapping, networks: dict[str, nn.Module]) -
 
 
 def _build_network(file: str, key: str, net_opt: Mapping) -> nn.Module:
-    """Build the network once (constructor errors become an OptionError naming ``file`` and ``key``)."""
+    """Build the network once (constructor errors become an OptionError naming ``file`` and ``key``).
+
+    Integer options above ``MAX_NETWORK_INT`` are refused, and the network is first built on the ``meta``
+    device (no memory) to refuse one with more than ``MAX_NETWORK_ELEMENTS`` parameters and buffers: a typo
+    such as ``num_feat: 640000`` must not allocate (or loop) for minutes before it fails.
+    """
+    import torch
+
+    _check_network_ints(file, key, net_opt)
+    try:
+        with torch.device('meta'):
+            meta = build_network(net_opt, key)
+        elements = sum(t.numel() for t in [*meta.parameters(), *meta.buffers()])
+    except Exception:  # noqa: BLE001 (the real build below reports it, or the network cannot be built on meta)
+        elements = 0
+    if elements > MAX_NETWORK_ELEMENTS:
+        raise OptionError(f'{file}: {key}: these options give {elements:.3g} parameters and buffers, more than '
+                          f'{MAX_NETWORK_ELEMENTS:.3g}; check num_feat, num_block and the other sizes')
     try:
         return build_network(net_opt, key)
     except OptionError as err:
         raise OptionError(f'{file}: {err}') from None
 
 
+def _check_network_ints(file: str, where: str, tree: Any) -> None:
+    if isinstance(tree, Mapping):
+        for k, v in tree.items():
+            _check_network_ints(file, f'{where}:{k}', v)
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            _check_network_ints(file, f'{where}:{i}', v)
+    elif isinstance(tree, numbers.Real) and not isinstance(tree, bool) and math.isfinite(tree) and \
+            float(tree).is_integer() and abs(tree) > MAX_NETWORK_INT:
+        raise OptionError(f'{file}: {where} is {tree!r}, more than {MAX_NETWORK_INT}: not a plausible network size')
+
+
 def _build_dataset(file: str, where: str, ds_opt: Mapping, ds_cls: Any):
     """Build the dataset once (BasicSR's build_dataset, on a copy), naming ``where`` in errors."""
     kwargs = deepcopy(dict(ds_opt))
+    io_opt = kwargs.get('io_backend')
+    if io_opt is not None:
+        _check_io_backend(file, f'{where}:io_backend', io_opt)
     try:
         return ds_cls(kwargs)
     except FileNotFoundError as err:
@@ -202,6 +446,42 @@ def _build_dataset(file: str, where: str, ds_opt: Mapping, ds_cls: Any):
         raise type(err)(f'{file}: {where}: {err}') from None
     except (ValueError, KeyError, TypeError, AssertionError) as err:
         raise OptionError(f'{file}: {where}: {_plain(err)}') from None
+    except Exception as err:  # noqa: BLE001 (any other constructor error is still a bad option value)
+        raise OptionError(f'{file}: {where}: {type(err).__name__}: {_plain(err)}') from None
+
+
+def _check_io_backend(file: str, where: str, io_opt: Any) -> None:
+    """``io_backend`` is a mapping whose ``type`` and other keys BasicSR's FileClient accepts."""
+    from basicsr.utils import FileClient
+
+    io_opt = dict(_mapping(file, io_opt, where))
+    backend = io_opt.pop('type', None)
+    if not isinstance(backend, str) or backend not in FileClient._backends:
+        raise OptionError(f'{file}: {where}:type must be one of {", ".join(FileClient._backends)}, got {backend!r}')
+    try:
+        FileClient(backend, **io_opt)
+    except Exception as err:  # noqa: BLE001 (a constructor error is a bad option value)
+        raise OptionError(f'{file}: {where}: the {backend} backend rejects these options: '
+                          f'{type(err).__name__}: {_plain(err)}') from None
+
+
+def _first_sample(file: str, where: str, dataset: Any) -> None:
+    """Load the dataset's first sample once (random states preserved): options that the dataset reads only
+    per sample (noise seeds, kernels, crops) fail here, with the key's section named, not in the loop."""
+    from converse_plugin.engine.rng import preserved_rng
+
+    try:
+        if len(dataset) == 0:
+            return
+        with preserved_rng():
+            dataset[0]
+    except UserError as err:
+        raise type(err)(f'{file}: {where}: {err}') from None
+    except FileNotFoundError as err:
+        raise DataFileNotFoundError(f'{file}: {where}: {_plain(err)}') from None
+    except Exception as err:  # noqa: BLE001 (the options, not the code, are what a user can fix)
+        raise OptionError(f'{file}: {where}: loading the first sample fails with these options: '
+                          f'{type(err).__name__}: {_plain(err)}') from None
 
 
 def _plain(err: BaseException) -> str:
