@@ -7,7 +7,7 @@ would expect (``ValueError``, ``FileNotFoundError``), so ``except ValueError`` k
 """
 from __future__ import annotations
 
-__all__ = ['UserError', 'OptionError', 'DataError', 'DataFileNotFoundError', 'CheckpointError',
+__all__ = ['construction_hint', 'UserError', 'OptionError', 'DataError', 'DataFileNotFoundError', 'CheckpointError',
            'CheckpointNotFoundError', 'TrainingDivergedError', 'user_message']
 
 
@@ -58,3 +58,16 @@ def user_message(err: BaseException) -> str:
         head, sep, tail = last.partition(': ')
         text = tail if sep and '.' in head and ' ' not in head else last  # drop 'module.Class: '
     return text
+
+
+def construction_hint(err: BaseException) -> str:
+    """What a user can do about an error raised while a model or loss is built on this machine ('' if
+    nothing specific): a download that cannot happen offline, or a GPU that is not there."""
+    text = str(err)
+    lowered = text.lower()
+    if 'urlopen' in lowered or 'download' in lowered or type(err).__name__ in ('URLError', 'HTTPError'):
+        return ('; it tried to download weights, which this machine cannot do (the perceptual loss needs '
+                "torchvision's vgg19-dcbb9e9d.pth at experiments/pretrained_models/ under the working directory)")
+    if 'nvidia driver' in lowered or ('cuda' in lowered and 'available' in lowered):
+        return '; it needs a CUDA device, and none is available'
+    return ''

@@ -96,6 +96,6 @@ def build_network(net_opt: Any, where: str = 'network_g') -> Any:
         raise OptionError(f'{where}: {net_opt["type"]}: {err}{accepted}') from None
     except OptionError as err:  # a nested block (ConverseConverted's network:) already names its key
         raise OptionError(str(err) if str(err).startswith(where) else f'{where}: {err}') from None
-    except (ValueError, RuntimeError, AssertionError, ZeroDivisionError, KeyError, IndexError,
-            AttributeError, OverflowError, MemoryError) as err:
-        raise OptionError(f'{where}: {net_opt["type"]}: {type(err).__name__ if not str(err) else err}') from None
+    except Exception as err:  # noqa: BLE001 (a constructor that fails on these keys: the options are at fault)
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ''
+        raise OptionError(f'{where}: {net_opt["type"]}: {type(err).__name__}{": " + text if text else ""}') from None

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from converse_plugin.errors import UserError
+from converse_plugin.errors import UserError, construction_hint
 from converse_plugin.models.base_model import plugin_model_class
 from converse_plugin.registries import lookup
 
@@ -33,7 +33,7 @@ def build_model(opt: dict) -> Any:
                           f'({type(err).__name__}: {text})') from None
     except Exception as err:  # noqa: BLE001 (a model's constructor builds networks, losses, optimizers...)
         raise ModelBuildError(f"model_type {opt['model_type']!r}: the model could not be built: "
-                              f'{type(err).__name__}: {_first_line(err)}{_hint(err)}') from None
+                              f'{type(err).__name__}: {_first_line(err)}{construction_hint(err)}') from None
     get_root_logger().info(f'Model [{model.__class__.__name__}] is created.')
     return model
 
@@ -45,16 +45,6 @@ class ModelBuildError(UserError, RuntimeError):
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else '(no message)'
-
-
-def _hint(err: BaseException) -> str:
-    text = str(err)
-    if 'NVIDIA driver' in text or 'CUDA' in text and not torch.cuda.is_available():
-        return '; this model needs a CUDA device, and none is available'
-    if 'urlopen' in text or 'download' in text.lower() or isinstance(err, OSError) and 'http' in text:
-        return ('; it tried to download weights, and this machine cannot (for the perceptual loss put torchvision\'s '
-                'vgg19-dcbb9e9d.pth at experiments/pretrained_models/ under the working directory)')
-    return ''
 
 
 def make_prefetcher(opt: dict, loader: Any, logger: Any) -> Any:

@@ -35,6 +35,7 @@ __all__ = ['OptionError', 'build_parser', 'load_options', 'parse_force_yml_value
            'resolve_root', 'parse_options', 'import_plugins', 'copy_option_file']
 
 _SafeBase = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+_MAX_NAME_BYTES = 255  # NAME_MAX of common file systems (ext4, XFS, APFS, NTFS)
 
 
 class _OrderedSafeLoader(_SafeBase):  # type: ignore[misc, valid-type]
@@ -231,6 +232,9 @@ def _check_required(opt: dict, file: str, is_train: bool) -> None:
     if '/' in opt['name'] or '\\' in opt['name'] or opt['name'].strip() in ('.', '..'):
         # BasicSR joins it under experiments/ or results/ and renames an existing folder of that path
         raise OptionError(f"{file}: name must be a plain folder name (no '/', '\\', '.' or '..'), got {opt['name']!r}")
+    if len(opt['name'].encode('utf-8', 'surrogatepass')) > _MAX_NAME_BYTES:
+        raise OptionError(f"{file}: name is {len(opt['name'].encode('utf-8', 'surrogatepass'))} bytes long; file systems "
+                          f'allow at most {_MAX_NAME_BYTES} per folder name')
     for key, value in opt['path'].items():
         if value is None:
             continue
@@ -240,6 +244,12 @@ def _check_required(opt: dict, file: str, is_train: bool) -> None:
             raise OptionError(f'{file}: path:{key} must be true or false, got {value!r}')
         if str(key).startswith('param_key') and not isinstance(value, str):
             raise OptionError(f'{file}: path:{key} must be a key name (a string) or ~, got {value!r}')
+    for key, value in opt['path'].items():
+        too_long = [part for part in str(value).replace('\\', '/').split('/')
+                    if len(part.encode('utf-8', 'surrogatepass')) > _MAX_NAME_BYTES] if isinstance(value, str) else []
+        if too_long:
+            raise OptionError(f'{file}: path:{key}: a part of the path is {len(too_long[0].encode("utf-8", "surrogatepass"))} '
+                              f'bytes long; file systems allow at most {_MAX_NAME_BYTES} per name')
     for key, value in opt['path'].items():
         # BasicSR's make_exp_dirs makes a folder of every other path: entry
         if not any(word in str(key) for word in ('strict_load', 'pretrain_network', 'resume', 'param_key')) and \

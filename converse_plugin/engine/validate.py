@@ -26,7 +26,8 @@ from typing import Any
 
 from torch import nn
 
-from converse_plugin.errors import CheckpointError, DataError, DataFileNotFoundError, OptionError, UserError
+from converse_plugin.errors import (CheckpointError, DataError, DataFileNotFoundError, OptionError, UserError,
+                                    construction_hint)
 from converse_plugin.registries import build_network, lookup, unknown_name_message
 
 __all__ = ['validate_options', 'check_registered', 'check_test_dataset']
@@ -158,7 +159,8 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
                 raise OptionError(f'{file}: {where}:dataset_enlarge_ratio {ds_opt["dataset_enlarge_ratio"]} gives '
                                   f'{samples} samples per epoch, more than {MAX_SAMPLES}; lower it')
         notes += _check_images(file, where, dataset, networks.get('network_g'))
-        _first_sample(file, where, dataset)
+        sample = _first_sample(file, where, dataset)
+        _dry_run(file, where, model_cls, networks.get('network_g'), sample)
 
     if is_train:
         _check_train(file, opt, model_cls)
@@ -267,8 +269,16 @@ def _build_optimizer(file: str, where: str, optim: Mapping) -> Any:
     kwargs = deepcopy(dict(optim))
     kwargs.pop('type')
     lr = kwargs.pop('lr')
+    for key, value in kwargs.items():  # Adam's numeric options (a boolean passes its constructor, not its step)
+        if key in ('weight_decay', 'eps') and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise OptionError(f'{file}: {where}:{key} must be a number, got {value!r}')
     try:
-        return torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr, **kwargs)
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.Adam([param], lr, **kwargs)
+        param.grad = torch.ones(1)
+        optimizer.step()  # one step on a dummy parameter: options its constructor does not check
+        optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr, **kwargs)
+        return optimizer
     except Exception as err:  # noqa: BLE001 (any constructor error is a bad option value)
         raise OptionError(f'{file}: {where}: the optimizer rejects these options: {type(err).__name__}: {err}') from None
 
@@ -329,8 +339,8 @@ def _build_loss(file: str, where: str, loss_cls: Any, loss: Mapping) -> None:
     except UserError as err:
         raise type(err)(f'{file}: {where}: {err}') from None
     except Exception as err:  # noqa: BLE001 (any constructor error is a bad option value)
-        raise OptionError(f'{file}: {where}: the loss {loss.get("type")} rejects these options: '
-                          f'{type(err).__name__}: {_plain(err)}') from None
+        raise OptionError(f'{file}: {where}: the loss {loss.get("type")} cannot be built: '
+                          f'{type(err).__name__}: {_plain(err)}{construction_hint(err)}') from None
     try:
         params = list(inspect.signature(built.forward).parameters)
     except (TypeError, ValueError):
@@ -465,16 +475,16 @@ def _check_io_backend(file: str, where: str, io_opt: Any) -> None:
                           f'{type(err).__name__}: {_plain(err)}') from None
 
 
-def _first_sample(file: str, where: str, dataset: Any) -> None:
+def _first_sample(file: str, where: str, dataset: Any) -> Any:
     """Load the dataset's first sample once (random states preserved): options that the dataset reads only
     per sample (noise seeds, kernels, crops) fail here, with the key's section named, not in the loop."""
     from converse_plugin.engine.rng import preserved_rng
 
     try:
         if len(dataset) == 0:
-            return
+            return None
         with preserved_rng():
-            dataset[0]
+            return dataset[0]
     except UserError as err:
         raise type(err)(f'{file}: {where}: {err}') from None
     except FileNotFoundError as err:
@@ -482,6 +492,67 @@ def _first_sample(file: str, where: str, dataset: Any) -> None:
     except Exception as err:  # noqa: BLE001 (the options, not the code, are what a user can fix)
         raise OptionError(f'{file}: {where}: loading the first sample fails with these options: '
                           f'{type(err).__name__}: {_plain(err)}') from None
+
+
+_DRY_RUN_SIZE = 32
+
+
+def _dry_run(file: str, where: str, model_cls: Any, net: nn.Module | None, sample: Any) -> None:
+    """Run ``network_g`` once, without gradients, on a corner (at most 32 x 32) of the first sample's ``lq``
+    (with its ``kernel`` for networks that take one), as an SRModel-like model feeds it: a network that
+    cannot process this data (channels that do not match ``color``, ``num_out_ch: 0``, ...) is reported
+    here, naming the dataset, instead of failing in the first training step. Only for image models
+    (``lq`` of shape (C, H, W)) whose training settings are SRModel's; anything else is left to the model."""
+    import inspect
+
+    import torch
+
+    from basicsr.models.sr_model import SRModel
+
+    if net is None or not isinstance(sample, Mapping) or not (isinstance(model_cls, type) and issubclass(model_cls, SRModel)):
+        return
+    lq = sample.get('lq')
+    if not isinstance(lq, torch.Tensor) or lq.dim() != 3 or not lq.is_floating_point():
+        return
+    try:
+        params = inspect.signature(net.forward).parameters
+    except (TypeError, ValueError):
+        return
+    kwargs = {}
+    if 'kernel' in params and isinstance(sample.get('kernel'), torch.Tensor):
+        kwargs['kernel'] = sample['kernel'][None]
+    required = [p for name, p in params.items() if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and name not in kwargs]
+    if len(required) != 1:
+        return
+    x = lq[None, :, :_DRY_RUN_SIZE, :_DRY_RUN_SIZE]
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            out = net(x, **kwargs)
+    except UserError as err:
+        raise type(err)(f'{file}: network_g cannot process the images of {where}: {err}') from None
+    except Exception as err:  # noqa: BLE001 (BasicSR would fail the same way in its first step)
+        raise OptionError(f'{file}: network_g cannot process the images of {where} ({lq.shape[0]} channels; '
+                          f'check network_g:num_in_ch / num_out_ch against {where}:color): '
+                          f'{type(err).__name__}: {_plain(err).splitlines()[0] if str(err) else ""}') from None
+    finally:
+        net.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        return
+    if out.numel() == 0:
+        raise OptionError(f'{file}: network_g gives an empty output {tuple(out.shape)} for the images of {where}; '
+                          'check its channel options (num_out_ch, num_feat, ...)')
+    gt = sample.get('gt')
+    if isinstance(gt, torch.Tensor) and gt.dim() == 3 and out.dim() == 4:
+        ratios = [g / l for g, l in zip(gt.shape[-2:], lq.shape[-2:])]
+        expected = tuple(int(round(n * r)) for n, r in zip(x.shape[-2:], ratios))
+        if all(float(r).is_integer() for r in ratios) and tuple(out.shape[-2:]) != expected:
+            factor = out.shape[-1] / x.shape[-1]
+            raise OptionError(f'{file}: network_g scales its input by {factor:g}, but {where} gives ground truth '
+                              f'{ratios[-1]:g} times the size of its input; check scale (top level and the '
+                              'dataset) against network_g (upscale)')
 
 
 def _plain(err: BaseException) -> str:

@@ -10,6 +10,8 @@ import torch
 
 from tests.e2e.helpers import check_ok, experiment_log, make_images, run_cli, tiny_overrides, train_options
 
+pytestmark = pytest.mark.slow
+
 OPTION = 'train_ConvertedSRVGG_x4_GAN.yml'
 NAME = 'train_ConvertedSRVGG_x4_GAN'
 
@@ -19,8 +21,6 @@ RANDOM_VGG = '''
 import sys
 import torchvision.models.vgg as vgg
 from converse_plugin.cli import main
-
-pytestmark = pytest.mark.slow
 
 _vgg19 = vgg.vgg19
 vgg.vgg19 = lambda pretrained=False, **kwargs: _vgg19(weights=None)

@@ -95,6 +95,8 @@ def tiny(opt: dict, data: dict[str, str]) -> dict:
                 opt['path'][key] = None
     if isinstance(opt.get('train'), dict):
         opt['train']['total_iter'] = 2
+        if opt['train'].get('perceptual_opt'):  # its VGG19 would be downloaded: no network in tests
+            opt['train']['perceptual_opt'] = None
     if isinstance(opt.get('val'), dict):
         if 'val_freq' in opt['val']:
             opt['val']['val_freq'] = 2
