@@ -63,11 +63,10 @@ def user_message(err: BaseException) -> str:
 def construction_hint(err: BaseException) -> str:
     """What a user can do about an error raised while a model or loss is built on this machine ('' if
     nothing specific): a download that cannot happen offline, or a GPU that is not there."""
-    text = str(err)
-    lowered = text.lower()
-    if 'urlopen' in lowered or 'download' in lowered or type(err).__name__ in ('URLError', 'HTTPError'):
-        return ('; it tried to download weights, which this machine cannot do (the perceptual loss needs '
-                "torchvision's vgg19-dcbb9e9d.pth at experiments/pretrained_models/ under the working directory)")
+    lowered = str(err).lower()
     if 'nvidia driver' in lowered or ('cuda' in lowered and 'available' in lowered):
         return '; it needs a CUDA device, and none is available'
+    if 'urlopen' in lowered or type(err).__name__ in ('URLError', 'HTTPError') or 'download' in lowered:
+        return ('; it tried to download weights, which this machine cannot do (the perceptual loss needs '
+                "torchvision's vgg19-dcbb9e9d.pth at experiments/pretrained_models/ under the working directory)")
     return ''

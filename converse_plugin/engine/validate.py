@@ -216,10 +216,17 @@ def _needs_pixel_or_perceptual_loss(model_cls: Any) -> bool:
 def _check_train(file: str, opt: Mapping, model_cls: Any) -> None:
     train = _mapping(file, opt['train'], 'train')
     _positive(file, _get(file, train, 'total_iter', 'train'), 'train:total_iter')
-    optim = _mapping(file, _get(file, train, 'optim_g', 'train'), 'train:optim_g')
-    check_registered(file, 'train:optim_g:type', _get(file, optim, 'type', 'train:optim_g'), OPTIMIZERS, 'optimizer')
-    _positive(file, _get(file, optim, 'lr', 'train:optim_g'), 'train:optim_g:lr', allow_zero=True, integer=False)
-    optimizer = _build_optimizer(file, 'train:optim_g', optim)
+    _get(file, train, 'optim_g', 'train')
+    optimizer = None
+    for key in [k for k in train if str(k).startswith('optim_') and train[k] is not None]:  # optim_g, a GAN's optim_d
+        optim = _mapping(file, train[key], f'train:{key}')
+        check_registered(file, f'train:{key}:type', _get(file, optim, 'type', f'train:{key}'), OPTIMIZERS, 'optimizer')
+        _positive(file, _get(file, optim, 'lr', f'train:{key}'), f'train:{key}:lr', allow_zero=True, integer=False)
+        built = _build_optimizer(file, f'train:{key}', optim)
+        optimizer = built if key == 'optim_g' else optimizer
+    for key in [k for k in train if str(k).endswith(('_iter', '_iters')) and k not in ('total_iter', 'warmup_iter')]:
+        if train[key] is not None:  # e.g. a GAN's net_d_iters (>= 1) and net_d_init_iters (>= 0)
+            _positive(file, train[key], f'train:{key}', allow_zero=not str(key).endswith('d_iters'))
     if train.get('scheduler') is not None:
         sched = _mapping(file, train['scheduler'], 'train:scheduler')
         check_registered(file, 'train:scheduler:type', _get(file, sched, 'type', 'train:scheduler'), SCHEDULERS,
@@ -484,7 +491,7 @@ def _first_sample(file: str, where: str, dataset: Any) -> Any:
         if len(dataset) == 0:
             return None
         with preserved_rng():
-            return dataset[0]
+            sample = dataset[0]
     except UserError as err:
         raise type(err)(f'{file}: {where}: {err}') from None
     except FileNotFoundError as err:
@@ -492,6 +499,12 @@ def _first_sample(file: str, where: str, dataset: Any) -> Any:
     except Exception as err:  # noqa: BLE001 (the options, not the code, are what a user can fix)
         raise OptionError(f'{file}: {where}: loading the first sample fails with these options: '
                           f'{type(err).__name__}: {_plain(err)}') from None
+    import torch
+    for key, value in (sample.items() if isinstance(sample, Mapping) else ()):
+        if key in ('lq', 'gt') and isinstance(value, torch.Tensor) and value.numel() == 0:
+            raise DataError(f'{file}: {where}: its first sample has an empty {key} image {tuple(value.shape)} with '
+                            'these options (e.g. modcrop or gt_size larger than the images)')
+    return sample
 
 
 _DRY_RUN_SIZE = 32

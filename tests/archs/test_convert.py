@@ -391,9 +391,10 @@ def test_public_api():
 
 
 def readme_block(kind: str) -> str:
-    """The fenced block between the ``convert-<kind>-start/end`` markers of README.md."""
+    """The fenced block between the ``convert-<kind>-start/end`` markers of README.md (the YAML block) or
+    docs/convert.md (the Python one)."""
     start, end = f'<!-- convert-{kind}-start -->', f'<!-- convert-{kind}-end -->'
-    path = ROOT / 'README.md'
+    path = ROOT / ('README.md' if kind == 'yaml' else 'docs/convert.md')
     text = path.read_text(encoding='utf-8')
     assert start in text and end in text, f'no {start} ... {end} block in README.md'
     inner = text.split(start, 1)[1].split(end, 1)[0]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from converse_plugin.archs.converse_dncnn_arch import ConverseDnCNN
+from converse_plugin.errors import OptionError
 from tests.robustness.common import make_images, options, run, write_options
 
 
@@ -130,15 +131,22 @@ def test_gray_and_rgb_images_are_converted_and_reported(tmp_path):
 
     gray = make_images(str(tmp_path / 'gray'), n=2, size=24, gray=True)
     rgb = make_images(str(tmp_path / 'rgb'), n=2, size=24)
-    opt = options(rgb)  # gray datasets fed with RGB images ...
-    opt['datasets']['val'].update(dataroot_gt=gray, color='rgb')  # ... and an RGB dataset fed with gray ones
-    for ds in opt['datasets'].values():
-        ds['phase'] = 'val' if ds['name'] == 'tinyval' else 'train'
-    notes = validate_options(opt, 'opt.yml', is_train=True)
+    gray_run = options(rgb)  # gray datasets (and a gray network) fed with RGB images ...
+    rgb_run = options(gray, **{'network_g:num_in_ch': 3, 'network_g:num_out_ch': 3})  # ... an RGB one with gray
+    for opt in (gray_run, rgb_run):
+        for ds in opt['datasets'].values():
+            ds['phase'] = 'val' if ds['name'] == 'tinyval' else 'train'
+    for ds in rgb_run['datasets'].values():
+        ds['color'] = 'rgb'
+    notes = validate_options(gray_run, 'opt.yml', is_train=True)
     assert any('datasets:train' in n and 'converted to gray' in n for n in notes), notes
+    notes = validate_options(rgb_run, 'opt.yml', is_train=True)
     assert any('datasets:val' in n and 'replicated to 3 equal channels' in n for n in notes), notes
-    assert GaussianNoiseDataset(dict(opt['datasets']['val']))[0]['gt'].shape[0] == 3
-    assert GaussianNoiseDataset(dict(opt['datasets']['train']))[0]['gt'].shape[0] == 1
+    assert GaussianNoiseDataset(dict(rgb_run['datasets']['val']))[0]['gt'].shape[0] == 3
+    assert GaussianNoiseDataset(dict(gray_run['datasets']['train']))[0]['gt'].shape[0] == 1
+    rgb_run['network_g'].update(num_in_ch=1, num_out_ch=1)  # a gray network cannot take the RGB images
+    with pytest.raises(OptionError, match='network_g cannot process the images of datasets:train'):
+        validate_options(rgb_run, 'opt.yml', is_train=True)
 
 
 # ------------------------------------------------------------------------------ checkpoints
