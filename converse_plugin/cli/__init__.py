@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from converse_plugin.errors import UserError, user_message
+
 # subcommand -> (module under converse_plugin.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     'train': ('train', 'train from a BasicSR option file: basicsr train -opt FILE [BasicSR flags]'),
@@ -39,7 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"basicsr: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f'converse_plugin.cli.{COMMANDS[name][0]}')
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except UserError as err:  # a command that did not report it itself
+        print(f'basicsr {name}: error: {user_message(err)}', file=sys.stderr, flush=True)
+        return err.exit_code
+    except OSError as err:  # a file or folder named on the command line that cannot be read or written
+        where = f': {err.filename}' if getattr(err, 'filename', None) else ''
+        print(f'basicsr {name}: error: {err.strerror or err}{where}', file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == '__main__':

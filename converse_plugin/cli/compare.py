@@ -206,7 +206,7 @@ def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (
     """Run the comparison and write the report files; returns the rows of the table."""
     import converse_plugin  # noqa: F401  (registries)
     from basicsr.data import build_dataloader, build_dataset
-    from basicsr.models import build_model
+    from converse_plugin.engine.build import build_model  # the plugin's checkpoint policy: safe, checked loads
 
     from converse_plugin.engine.complexity import parse_input_size
 

@@ -81,7 +81,10 @@ def _pick_device(name: str):
     import torch
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {name!r}: not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f'--device {name}: CUDA is not available here')
     return device
