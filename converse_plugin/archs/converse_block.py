@@ -1,9 +1,12 @@
 """Blocks shared by the ConverseNet families: LayerNorm2d, the operator factory, ConverseBlock."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from converse_plugin.ops import Converse2D
 
@@ -156,3 +159,13 @@ class ConverseBlock(nn.Module):
                 h = h.mul_(getattr(self, alpha))
             x = h.add_(x)
         return x
+
+
+def run_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, checkpoint_blocks: bool = False) -> torch.Tensor:
+    """Apply ``blocks`` in order. ``checkpoint_blocks``: when gradients are on, keep only each block's input
+    and recompute its activations in the backward pass (``torch.utils.checkpoint``, ``use_reentrant=False``):
+    the same outputs and gradients for less memory and about one more forward pass of time."""
+    recompute = checkpoint_blocks and torch.is_grad_enabled()
+    for block in blocks:
+        x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
+    return x

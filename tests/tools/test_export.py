@@ -13,7 +13,7 @@ from converse_plugin.archs import ConverseDnCNN, ConverseMSRResNet, ConverseNet,
 from converse_plugin.ops import Converse2D, converse2d
 from converse_plugin.tools import export
 from converse_plugin.utils.checkpoint_io import load_state_dict_file, read_safetensors_metadata, save_state_dict_file
-from converse_plugin.utils.export_ops import converse2d_real, export_mode
+from converse_plugin.ops.export import converse2d_real, export_mode
 from converse_plugin.utils.model_loading import LoadedModel
 
 onnx = pytest.importorskip('onnx')
@@ -31,17 +31,31 @@ def test_real_formulation_equals_reference(scale, padding, mode):
     torch.testing.assert_close(converse2d_real(x, weight, lam, scale, padding, mode), ref, rtol=0, atol=2e-5)
 
 
-def test_export_mode_swaps_and_restores():
+def test_export_mode_selects_and_restores():
     layer = Converse2D(4, 4, 3, scale=2).eval()
+    other = Converse2D(4, 4, 3, scale=2).eval()
     x = torch.rand(1, 4, 9, 12)
     original = Converse2D.forward
     with torch.no_grad():
         ref = layer(x)
-        with export_mode():
-            assert Converse2D.forward is not original
+        with export_mode(layer, torch.float64):
+            assert Converse2D.forward is original  # no class patching
+            assert (layer.impl, layer.compute_dtype) == ('real', torch.float64)
+            assert other.impl is None  # only the given model
             out = layer(x)
-    assert Converse2D.forward is original
+        assert (layer.impl, layer.compute_dtype) == (None, None)
+        with export_mode(torch.float64):  # no model: every layer that does not name a formulation
+            out_all = other(x)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out_all, other(x), rtol=0, atol=1e-5)
+
+
+def test_export_mode_restores_on_error():
+    layer = Converse2D(4, 4, 3)
+    with pytest.raises(RuntimeError, match='boom'):
+        with export_mode(layer):
+            raise RuntimeError('boom')
+    assert layer.impl is None and layer.compute_dtype is None
 
 
 SMALL = {
