@@ -70,10 +70,21 @@ def pad_input(x: torch.Tensor, padding: int, padding_mode: str) -> torch.Tensor:
         return x
     mode = 'constant' if padding_mode == 'zeros' else padding_mode
     if mode in ('replicate', 'reflect') and torch.compiler.is_compiling():
-        # inductor may lay the input out channels-last; the CPU backward of these pads then returns a
-        # channels-last gradient where the meta function promised a contiguous one (a stride assertion)
-        x = x.contiguous()
+        # as a gather: inductor may lay the input out channels-last, and the CPU backward of aten's
+        # replication/reflection pads then returns a channels-last gradient where their meta function
+        # promises a contiguous one (a stride assertion at run time); a gather also fuses
+        return x.index_select(-2, _pad_index(x.shape[-2], padding, mode, x.device)).index_select(
+            -1, _pad_index(x.shape[-1], padding, mode, x.device))
     return F.pad(x, (padding, ) * 4, mode=mode)
+
+
+def _pad_index(n: int, padding: int, mode: str, device: torch.device) -> torch.Tensor:
+    """Source index of each of the n + 2 p padded positions ('replicate' or 'reflect')."""
+    i = torch.arange(-padding, n + padding, device=device)
+    if mode == 'replicate':
+        return i.clamp(0, n - 1)
+    i = i.abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -129,7 +140,9 @@ def _dft2_pair(x: torch.Tensor, height: int, width: int, off_h: int, off_w: int,
     m, n = x.shape[-2:]
     ch, sh = cos_sin(height, height, off_h, m, x)
     cw, sw = cos_sin(width, width // 2 + 1 if half else width, off_w, n, x)
-    a, b = x @ cw.transpose(0, 1), x @ sw.transpose(0, 1)  # (..., m, W')
+    cols = cw.shape[0]
+    ab = x @ torch.cat((cw, sw)).transpose(0, 1)  # (..., m, 2 W'): A and B from one matmul
+    a, b = ab[..., :cols], ab[..., cols:]
     lhs, nb = torch.cat((ch, sh), dim=1), -b
     return lhs @ torch.cat((a, nb), dim=-2), lhs @ torch.cat((nb, -a), dim=-2)  # (..., H, W') each
 

@@ -40,7 +40,7 @@ def spectrum_conj(y: Tensor, scale: int) -> Tensor:
         return torch.fft.rfft2(y).conj_physical_()
     w = y.shape[-1]
     full = torch.fft.fft2(y).conj()  # lazy: the concatenation below writes the conjugate
-    q, r = divmod(_cols(scale, w), w)
+    q, r = divmod(int(_cols(scale, w)), int(w))  # int(): sizes are tensors under torch.jit.trace
     return torch.cat([full] * q + ([full[..., :r]] if r else []), dim=-1)
 
 
