@@ -15,7 +15,7 @@ LAYERS = {
     'errors': 0, 'compat': 0,
     'ops': 1,
     'registries': 2,
-    'archs': 3, 'utils': 3,
+    'archs': 3,
     'io': 4, 'zoo': 4,
     'data': 5, 'metrics': 5, 'models': 5,
     'engine': 6,

@@ -1,9 +1,12 @@
 """Blocks shared by the ConverseNet families: LayerNorm2d, the operator factory, ConverseBlock."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from converse_plugin.ops import Converse2D
 
@@ -133,6 +136,9 @@ class ConverseBlock(nn.Module):
             self.alpha2 = nn.Parameter(torch.zeros(1, in_channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W)."""
+        if torch.compiler.is_compiling():
+            return self._forward_compiled(x)
         if not torch.is_grad_enabled():
             return self._forward_inference(x)
         if self.gated:
@@ -140,6 +146,18 @@ class ConverseBlock(nn.Module):
             return x + self.alpha2 * self.conv2(x)
         x = x + self.conv1(x)
         return x + self.conv2(x)
+
+    def _forward_compiled(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function for torch.compile: the 1x1 convolutions as matrix products over the channels,
+        which inductor turns into one GEMM each with the normalisation, GELUs, gates and residual sums fused
+        around them; a convolution stays an opaque call of a dozen aten operations forward and backward."""
+        out = x
+        for branch, alpha in ((self.conv1, 'alpha1'), (self.conv2, 'alpha2')):
+            h = out
+            for layer in branch:
+                h = pointwise_conv(layer, h) if _is_pointwise(layer) else layer(h)
+            out = out + (getattr(self, alpha) * h if self.gated else h)
+        return out
 
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """The same function without autograd: GELUs that follow a 1x1 convolution and the residual sums
@@ -156,3 +174,26 @@ class ConverseBlock(nn.Module):
                 h = h.mul_(getattr(self, alpha))
             x = h.add_(x)
         return x
+
+
+def _is_pointwise(layer: nn.Module) -> bool:
+    return (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.stride == (1, 1)
+            and layer.groups == 1 and layer.padding in ((0, 0), 'valid'))
+
+
+def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 Conv2d as a matrix product over the channels: (B, C_in, H, W) -> (B, C_out, H, W). Contiguous
+    layouts throughout (a channels-last ``F.linear`` leaves views whose symbolic strides inductor cannot
+    order under dynamic shapes)."""
+    out = torch.matmul(conv.weight.flatten(1), x.flatten(2)).unflatten(2, x.shape[-2:])
+    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
+
+
+def run_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, checkpoint_blocks: bool = False) -> torch.Tensor:
+    """Apply ``blocks`` in order. ``checkpoint_blocks``: when gradients are on, keep only each block's input
+    and recompute its activations in the backward pass (``torch.utils.checkpoint``, ``use_reentrant=False``):
+    the same outputs and gradients for less memory and about one more forward pass of time."""
+    recompute = checkpoint_blocks and torch.is_grad_enabled()
+    for block in blocks:
+        x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
+    return x

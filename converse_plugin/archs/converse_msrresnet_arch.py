@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from converse_plugin.archs.converse_block import ConverseBlock, make_operator
+from converse_plugin.archs.converse_block import ConverseBlock, make_operator, run_blocks
 
 
 def upsample_factors(upscale: int) -> list[int]:
@@ -24,7 +24,8 @@ class ConverseMSRResNet(nn.Module):
 
     Defaults reproduce the released x4 model (converse_srresnet.pth, 699,072 parameters); ``upscale``
     2, 3, 4 or 8. ``operator`` ('converse' | 'conv' | 'convt') swaps every Converse2D, in the blocks and
-    in the upsamplers, for the paper's Conv-/ConvT- ablations.
+    in the upsamplers, for the paper's Conv-/ConvT- ablations. ``checkpoint_blocks=True`` recomputes each
+    ConverseBlock in the backward pass (less memory, same results).
 
     Shapes: (B, num_in_ch, H, W) -> (B, num_out_ch, upscale*H, upscale*W).
     """
@@ -32,9 +33,10 @@ class ConverseMSRResNet(nn.Module):
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_block: int = 16,
                  upscale: int = 4, kernel_size: int = 5, padding: int = 4, padding_mode: str = 'replicate',
                  eps: float = 1e-5, up_kernel_size: int = 2, up_padding: int = 2, up_eps: float = 1e-3,
-                 operator: str = 'converse') -> None:
+                 operator: str = 'converse', checkpoint_blocks: bool = False) -> None:
         super().__init__()
         self.upscale = upscale
+        self.checkpoint_blocks = checkpoint_blocks
         self.factors = upsample_factors(upscale)
 
         def block():
@@ -51,10 +53,11 @@ class ConverseMSRResNet(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x):
-        feat = self.conv_body(self.act(self.conv_first(x)))
+        ckpt = self.checkpoint_blocks
+        feat = run_blocks(self.conv_body, self.act(self.conv_first(x)), ckpt)
         for i in range(1, len(self.factors) + 1):
-            feat = self.act(getattr(self, f'up{i}')(getattr(self, f'upconv{i}')(feat)))
-        out = self.conv_last(self.act(self.conv_hres(feat)))
+            feat = self.act(getattr(self, f'up{i}')(run_blocks([getattr(self, f'upconv{i}')], feat, ckpt)))
+        out = self.conv_last(self.act(run_blocks([self.conv_hres], feat, ckpt)))
         if self.upscale == 1:
             return out + x
         return out + F.interpolate(x, scale_factor=self.upscale, mode='bilinear', align_corners=False)

@@ -7,7 +7,7 @@
 
 ONNX: the graph takes ``input`` (1, C, H, W) with any H and W (and ``kernel`` (1, 1, k, k) for
 ConverseUSRNet) and returns ``output``. Converse2D is exported through its real-arithmetic formulation
-(:mod:`converse_plugin.utils.export_ops`): the FFTs become ONNX ``DFT`` nodes (opset >= 20). After
+(:mod:`converse_plugin.ops.export`): the FFTs become ONNX ``DFT`` nodes (opset >= 20). After
 writing, the file is run with onnxruntime on random inputs of sizes other than the traced one and
 compared with PyTorch; the maximum absolute difference is printed, and the command fails when it
 exceeds ``--atol`` (default 1e-4). safetensors/pth: the state dict, plus (safetensors) the architecture
@@ -106,7 +106,7 @@ def export_onnx(loaded, path: str, opset: int = 20, trace_size: int = 48, scale:
     import onnx
     import torch
 
-    from converse_plugin.utils.export_ops import export_mode
+    from converse_plugin.ops.export import export_mode
     if opset < 20:
         raise ExportError(f'--opset {opset}: Converse2D needs ONNX DFT with dynamic sizes (opset >= 20)')
     module = _exportable(loaded, scale)

@@ -14,8 +14,8 @@ analyzer gets extra handles, under this convention (all counts are real multiply
   handle drops for the second operand); a complex multiplication costs 4 real multiply-adds, so a
   complex ``matmul`` counts 4 per complex multiply-add, and Converse2D's spectrum × filter product counts 4 per complex output element;
 * an elementwise product of two complex tensors (``aten::mul``/``mul_``) costs 4 per element;
-* ``prim::PythonOp._ApplyFilter`` (Converse2D's autograd Function, opaque to the tracer, traced when
-  gradients are on; :func:`analyze` traces without them, where the transforms appear as plain ops) is counted as
+* ``converse::apply_filter`` (Converse2D's custom operator, opaque to the tracer, traced when gradients are
+  on; :func:`analyze` traces without them, where the transforms appear as plain ops) is counted as
   what its forward does: one transform of the padded input (real ``rfft2`` of h·w points for s = 1, a
   complex ``fft2`` of h·w points for s > 1), the complex product on the (s·h) × (s·w/2 + 1) half
   spectrum, and a real ``irfft2`` of s·h · s·w points, per image and channel;
@@ -106,7 +106,7 @@ def fft_flop_jit(inputs: list, outputs: list) -> Counter:
 
 
 def converse_filter_flop_jit(inputs: list, outputs: list) -> Counter:
-    """mmengine handle for ``prim::PythonOp._ApplyFilter`` (see the module docstring)."""
+    """mmengine handle for ``converse::apply_filter`` (see the module docstring)."""
     y_shape, out_shape = _shape(inputs[0]), _shape(outputs[0])
     if y_shape is None or out_shape is None:
         return Counter()
@@ -142,7 +142,7 @@ def complex_mul_jit(inputs: list, outputs: list) -> Counter:
 
 EXTRA_HANDLES = {**{op: fft_flop_jit for op in FFT_OPS},
                  'aten::mul': complex_mul_jit, 'aten::mul_': complex_mul_jit,
-                 'prim::PythonOp._ApplyFilter': converse_filter_flop_jit,
+                 'converse::apply_filter': converse_filter_flop_jit,
                  'aten::matmul': complex_aware_matmul_jit, 'aten::mm': complex_aware_matmul_jit}
 
 

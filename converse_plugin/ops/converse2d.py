@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from converse_plugin.ops.functional import PADDING_MODES, converse2d, converse_filter, converse_lambda, pad_input
+from converse_plugin.ops.functional import (AMBIENT_IMPL, PADDING_MODES, converse2d, converse_filter_conj,
+                                            converse_lambda, pad_input)
 
 
 class Converse2D(nn.Module):
@@ -28,8 +29,13 @@ class Converse2D(nn.Module):
         >>> layer(torch.rand(1, 8, 16, 16)).shape
         torch.Size([1, 8, 32, 32])
 
-    In eval mode (or under ``torch.no_grad``) the kernel-dependent filter is cached per input size and
-    recomputed whenever ``weight`` or ``bias`` change.
+    In eval mode (or under ``torch.no_grad``), in eager mode, the kernel-dependent filter is cached per
+    input size and recomputed whenever ``weight`` or ``bias`` change (under torch.compile it is part of the
+    graph instead).
+
+    Formulation: the attributes ``impl`` ('fft', 'real' or None: see :func:`converse2d`) and
+    ``compute_dtype`` select it per instance; :func:`converse_plugin.ops.export.export_mode` sets them on
+    every layer of a model for the duration of a ``with`` block (ONNX export).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, scale: int = 1,
@@ -57,6 +63,8 @@ class Converse2D(nn.Module):
         self.weight = nn.Parameter(torch.softmax(torch.randn(1, in_channels, kernel_size * kernel_size), dim=-1)
                                    .view(1, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(1, in_channels, 1, 1))
+        self.impl: str | None = None  # None: converse2d's default ('fft')
+        self.compute_dtype: torch.dtype | None = None
         self._cache: tuple | None = None
 
     def extra_repr(self) -> str:
@@ -64,7 +72,8 @@ class Converse2D(nn.Module):
                 f'padding={self.padding}, padding_mode={self.padding_mode!r}, eps={self.eps}')
 
     def _filter(self, height: int, width: int, dtype: torch.dtype) -> torch.Tensor | None:
-        """Cached filter for inference; None when gradients are needed (computed inside the graph)."""
+        """Cached filter for eager inference; None when gradients are needed or under torch.compile
+        (computed inside the graph)."""
         if torch.is_grad_enabled() and (self.weight.requires_grad or self.bias.requires_grad):
             return None
         key = (height, width, dtype, self.weight.device, self.weight._version, self.bias._version,
@@ -72,8 +81,8 @@ class Converse2D(nn.Module):
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         with torch.no_grad():
-            filt = converse_filter(self.weight.to(dtype), converse_lambda(self.bias, self.eps).to(dtype),
-                                   self.scale, height, width)
+            filt = converse_filter_conj(self.weight.to(dtype), converse_lambda(self.bias, self.eps).to(dtype),
+                                        self.scale, height, width)
         self._cache = (key, filt)
         return filt
 
@@ -83,11 +92,12 @@ class Converse2D(nn.Module):
             raise ValueError(f'Converse2D expects a 4-D input (B, C, H, W), got shape {tuple(x.shape)}')
         if x.shape[1] != self.in_channels:
             raise ValueError(f'Converse2D expects {self.in_channels} channels, got input of shape {tuple(x.shape)}')
-        height, width = x.shape[-2] + 2 * self.padding, x.shape[-1] + 2 * self.padding
-        dtype = torch.float64 if torch.float64 in (x.dtype, self.weight.dtype) else torch.float32
         filt = None
-        if not self.training or not torch.is_grad_enabled():
+        if ((not self.training or not torch.is_grad_enabled()) and (self.impl or AMBIENT_IMPL[0]) == 'fft'
+                and not torch.compiler.is_compiling()):
+            height, width = x.shape[-2] + 2 * self.padding, x.shape[-1] + 2 * self.padding
+            dtype = torch.float64 if torch.float64 in (x.dtype, self.weight.dtype) else torch.float32
             pad_input(x[:1, :1, :, :], self.padding, self.padding_mode)  # validates before caching
             filt = self._filter(height, width, dtype)
         return converse2d(x, self.weight, converse_lambda(self.bias, self.eps), self.scale, self.padding,
-                          self.padding_mode, filt=filt)
+                          self.padding_mode, filt=filt, impl=self.impl, compute_dtype=self.compute_dtype)

@@ -1,4 +1,5 @@
-"""Reverse convolution (Converse2D), functional core. No BasicSR imports: usable in any PyTorch code.
+"""Reverse convolution (Converse2D), functional core. No BasicSR imports (nothing outside torch and this
+package): usable in any PyTorch code.
 
 Notation (spec §1): per channel, X* = argmin_X ||Y - (X (*) K)|s||^2 + lam ||X - X0||^2 with circular
 boundary on the padded grid, X0 the nearest-neighbour upsampling of Y (Y itself for s = 1).
@@ -14,9 +15,16 @@ For s = 1 this is G = (conj(F_K) + lam) / (|F_K|^2 + lam). Derivation: with L = 
 lam Bhat) and FFT(Y up) the small spectrum tiled, (F_K L)|s = FFT(Y) (D + lam E); substituting into
 the spec's closed form and simplifying gives the expression for G, without any division by lam.
 
-Cost: one real FFT of the (small) input, one inverse real FFT of the output, and a filter computed from
-k x k kernels by two small DFT matrix products (no batch dimension). A custom autograd Function keeps
-only the input spectrum and G for the backward pass, with the analytic adjoints.
+Two formulations of the same function, chosen by the ``impl`` argument of :func:`converse2d`:
+
+- ``'fft'`` (default): the filter G is computed from k x k kernels by two small DFT matrix products (no
+  batch dimension, ordinary differentiable torch code that torch.compile fuses); applying it to the batch is
+  the custom operator ``torch.ops.converse.apply_filter`` (:mod:`converse_plugin.ops.library`) with its
+  analytic backward, so the network compiles with ``fullgraph=True`` and dynamic shapes.
+- ``'real'``: the export form. Every complex quantity is a pair of real tensors; only the forward FFT of
+  the input and the inverse see complex values, through ``view_as_real``/``view_as_complex`` (ONNX ``DFT``);
+  the DFT tables accept symbolic sizes; it computes in ``compute_dtype`` (float64 makes onnxruntime's direct
+  DFT as accurate as PyTorch's float32 FFT). See :mod:`converse_plugin.ops.export`.
 """
 from __future__ import annotations
 
@@ -27,6 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from converse_plugin.ops import library as _library  # noqa: F401  (registers torch.ops.converse.*)
+from converse_plugin.ops.library import apply_filter_impl
+
+IMPLS = ('fft', 'real')
 PADDING_MODES = ('circular', 'replicate', 'reflect', 'zeros')
 
 
@@ -57,7 +69,22 @@ def pad_input(x: torch.Tensor, padding: int, padding_mode: str) -> torch.Tensor:
     if padding == 0:
         return x
     mode = 'constant' if padding_mode == 'zeros' else padding_mode
+    if mode in ('replicate', 'reflect') and torch.compiler.is_compiling():
+        # as a gather: inductor may lay the input out channels-last, and the CPU backward of aten's
+        # replication/reflection pads then returns a channels-last gradient where their meta function
+        # promises a contiguous one (a stride assertion at run time); a gather also fuses
+        return x.index_select(-2, _pad_index(x.shape[-2], padding, mode, x.device)).index_select(
+            -1, _pad_index(x.shape[-1], padding, mode, x.device))
     return F.pad(x, (padding, ) * 4, mode=mode)
+
+
+def _pad_index(n: int, padding: int, mode: str, device: torch.device) -> torch.Tensor:
+    """Source index of each of the n + 2 p padded positions ('replicate' or 'reflect')."""
+    i = torch.arange(-padding, n + padding, device=device)
+    if mode == 'replicate':
+        return i.clamp(0, n - 1)
+    i = i.abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -80,8 +107,26 @@ def _dft_cos_sin_cached(n: int, rows: int, offset: int, count: int, dtype: torch
 
 def dft_cos_sin(n: int, rows: int, offset: int, count: int, like: torch.Tensor) -> Pair:
     """cos and sin of theta[u, a] = 2 pi u (a - offset) / n, each (rows, count), in ``like``'s dtype and
-    device: the DFT matrix is exp(-i theta) = cos - i sin. Cached (the tables depend only on the sizes)."""
+    device: the DFT matrix is exp(-i theta) = cos - i sin. Cached in eager mode (the tables depend only on
+    the sizes); under torch.compile computed in the graph (the sizes may be symbolic; inductor fuses it)."""
+    if torch.compiler.is_compiling():
+        u = torch.arange(rows, device=like.device, dtype=torch.int64)[:, None]
+        a = torch.arange(count, device=like.device, dtype=torch.int64)[None, :] - offset
+        phase = torch.remainder(u * a, n).to(torch.float64) * (2.0 * math.pi / n)
+        return torch.cos(phase).to(like.dtype), torch.sin(phase).to(like.dtype)
     return _dft_cos_sin_cached(n, rows, offset, count, like.dtype, like.device)
+
+
+def dft_cos_sin_symbolic(n: int, rows: int, offset: int, count: int, like: torch.Tensor) -> Pair:
+    """:func:`dft_cos_sin` for the ONNX exporter: ``n`` and ``rows`` may be symbolic (traced sizes); n enters
+    as a tensor and the phase is reduced modulo n in integers before the conversion to floating point, so it
+    stays exact for any grid size."""
+    u = torch.arange(rows, device=like.device, dtype=torch.int64)[:, None]
+    a = torch.arange(count, device=like.device, dtype=torch.int64)[None, :] - offset
+    ua = u * a
+    nt = torch.ones_like(ua[:1, :1]) * n  # n as a tensor: traces for a symbolic n
+    phase = (ua - torch.div(ua, nt, rounding_mode='floor') * nt).to(like.dtype) * (2.0 * math.pi) / nt.to(like.dtype)
+    return torch.cos(phase), torch.sin(phase)
 
 
 def _dft2_pair(x: torch.Tensor, height: int, width: int, off_h: int, off_w: int, half: bool = False,
@@ -90,18 +135,19 @@ def _dft2_pair(x: torch.Tensor, height: int, width: int, off_h: int, off_w: int,
     position (a - off_h, b - off_w) (wrapping around the grid), as (real, imag), in real matmuls:
     (Ch - i Sh) x (Cw - i Sw)^T.
 
-    With A = x Cw^T and B = x Sw^T (small, m x W'), real = Ch A - Sh B and imag = -(Ch B + Sh A), so one
-    batched matmul [Ch, Sh] @ [[A; -B], [-B; -A]] gives both, laid out (2, ..., H, W') so that the parts
-    are whole tensors (no slicing of large tensors, whose backward would allocate and zero-fill).
+    With A = x Cw^T and B = x Sw^T (small, m x W'), real = Ch A - Sh B and imag = -(Ch B + Sh A), so two
+    matmuls with the same [Ch, Sh] give both as whole tensors (no slices of large tensors: their backward
+    would allocate and zero-fill, and under torch.compile a saved view of symbolic strides cannot be laid out).
     ``half``: only the first width // 2 + 1 columns (the rfft2 layout).
     """
     m, n = x.shape[-2:]
     ch, sh = cos_sin(height, height, off_h, m, x)
     cw, sw = cos_sin(width, width // 2 + 1 if half else width, off_w, n, x)
-    a, b = x @ cw.transpose(0, 1), x @ sw.transpose(0, 1)  # (..., m, W')
-    rhs = torch.stack((torch.cat((a, -b), dim=-2), torch.cat((-b, -a), dim=-2)))  # (2, ..., 2m, W')
-    real, imag = (torch.cat((ch, sh), dim=1) @ rhs).unbind(0)  # (2, ..., H, W')
-    return real, imag
+    cols = cw.shape[0]
+    ab = x @ torch.cat((cw, sw)).transpose(0, 1)  # (..., m, 2 W'): A and B from one matmul
+    a, b = ab[..., :cols], ab[..., cols:]
+    lhs, nb = torch.cat((ch, sh), dim=1), -b
+    return lhs @ torch.cat((a, nb), dim=-2), lhs @ torch.cat((nb, -a), dim=-2)  # (..., H, W') each
 
 
 def kernel_otf_pair(weight: torch.Tensor, height: int, width: int, half: bool = False,
@@ -131,14 +177,15 @@ def kernel_otf(weight: torch.Tensor, height: int, width: int, half: bool = False
 def _depthwise_correlate(x: torch.Tensor, kernel: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     """Cross-correlation of each (..., m, n) array, zero-padded by (pad_h, pad_w), with its own kernel."""
     lead = x.shape[:-2]
+    dtype = x.dtype
+    if x.is_cuda and dtype == torch.float32:
+        # exact float32 on GPUs too: cuDNN's TF32 convolutions (on by default) would cost the filter 3 digits;
+        # float64 has no TF32 mode (and, unlike a cudnn.flags block, traces under torch.compile)
+        x, kernel = x.double(), kernel.double()
     flat = x.reshape(1, -1, *x.shape[-2:])
-    cudnn = torch.backends.cudnn
-    # exact float32 on GPUs too: cuDNN's TF32 convolutions (on by default) would cost the filter 3 digits
-    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                     allow_tf32=False):
-        out = F.conv2d(F.pad(flat, (pad_w, pad_w, pad_h, pad_h)), kernel.reshape(-1, 1, *kernel.shape[-2:]),
-                       groups=flat.shape[1])
-    return out.reshape(*lead, *out.shape[-2:])
+    out = F.conv2d(flat, kernel.reshape(-1, 1, *kernel.shape[-2:]), padding=(pad_h, pad_w), groups=flat.shape[1])
+    out = out.reshape(*lead, *out.shape[-2:])
+    return out if out.dtype == dtype else out.to(dtype)
 
 
 def _aliased_spectra(weight: torch.Tensor, scale: int, height: int, width: int, cos_sin=dft_cos_sin) -> tuple:
@@ -162,8 +209,9 @@ def _aliased_spectra(weight: torch.Tensor, scale: int, height: int, width: int, 
 
 
 def converse_filter_pair(weight: torch.Tensor, lam: torch.Tensor, scale: int, height: int, width: int,
-                         cos_sin=dft_cos_sin) -> Pair:
-    """The transfer function G of the operator as (real, imag), in rfft2 layout, in real arithmetic.
+                         cos_sin=dft_cos_sin, conj: bool = False) -> Pair:
+    """The transfer function G of the operator as (real, imag), in rfft2 layout, in real arithmetic
+    (``conj``: those of conj(G), the form :func:`converse_filter_conj` hands to the custom operator).
 
     Args:
         weight: (Bk, C, k, k) kernels (Bk = 1 for a shared kernel, or the batch size).
@@ -179,7 +227,7 @@ def converse_filter_pair(weight: torch.Tensor, lam: torch.Tensor, scale: int, he
     if scale == 1:
         # G = 1 + conj(F)(1 - F) / (|F|^2 + lam)  ==  (conj F + lam) / (|F|^2 + lam)
         inv = torch.reciprocal(fr * fr + fi * fi + lam)
-        return (fr + lam) * inv, -fi * inv
+        return (fr + lam) * inv, (fi * inv if conj else -fi * inv)
     # Bhat, the transform of the s x s box at [0, s)^2, separable: (sum_a e^{-i th_u a}) (sum_b e^{-i th_v b})
     cols = sw // 2 + 1  # <= s * w: tiling s x s and cutting covers the half spectrum
     ch, sh_ = cos_sin(sh, sh, 0, scale, weight)
@@ -193,6 +241,8 @@ def converse_filter_pair(weight: torch.Tensor, lam: torch.Tensor, scale: int, he
     rr = rr.repeat(*([1] * (rr.dim() - 2)), scale, scale)[..., :cols]
     ri = ri.repeat(*([1] * (ri.dim() - 2)), scale, scale)[..., :cols]
     # G = Bhat + conj(F) * ratio
+    if conj:
+        return br + fr * rr + fi * ri, fi * rr - fr * ri - bi
     return br + fr * rr + fi * ri, bi + fr * ri - fi * rr
 
 
@@ -202,76 +252,54 @@ def converse_filter(weight: torch.Tensor, lam: torch.Tensor, scale: int, height:
     return torch.complex(*converse_filter_pair(weight, lam, scale, height, width))
 
 
+def converse_filter_conj(weight: torch.Tensor, lam: torch.Tensor, scale: int, height: int, width: int,
+                         cos_sin=dft_cos_sin) -> torch.Tensor:
+    """conj(G) as real pairs, (Bk, C, s*h, s*w // 2 + 1, 2): the filter argument of
+    ``torch.ops.converse.apply_filter`` (see :mod:`converse_plugin.ops.library`)."""
+    return torch.stack(converse_filter_pair(weight, lam, scale, height, width, cos_sin, conj=True), dim=-1)
+
+
 # ----------------------------------------------------------------------------------------------------
-# Applying G to a batch: custom autograd with analytic adjoints
+# The export form: real arithmetic, symbolic sizes
 # ----------------------------------------------------------------------------------------------------
-def _input_spectrum(y: torch.Tensor, scale: int) -> torch.Tensor:
-    """rfft2 of the zero-inserted input (B, C, s*h, s*w // 2 + 1), from a transform of the small input."""
+def _input_spectrum_real(y: torch.Tensor, scale: int) -> Pair:
+    """Half spectrum of the zero-inserted input as (real, imag), (B, C, s*h, s*w//2+1)."""
     if scale == 1:
-        return torch.fft.rfft2(y)
+        spec = torch.view_as_real(torch.fft.rfft2(y))
+        return spec[..., 0], spec[..., 1]
+    w = y.shape[-1]
+    spec = torch.view_as_real(torch.fft.fft2(y))
+    spec = spec.repeat(1, 1, scale, scale, 1)[..., :scale * w // 2 + 1, :]
+    return spec[..., 0], spec[..., 1]
+
+
+def _converse2d_real(y: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int) -> torch.Tensor:
+    """The operator on the padded input ``y`` in real arithmetic (``impl='real'``), uncropped."""
     h, w = y.shape[-2:]
-    spec = torch.fft.fft2(y)  # (B, C, h, w): the spectrum of Y up is this, tiled s x s
-    cols = scale * w // 2 + 1
-    reps = -(-cols // w)
-    # repeat, then cut to the half spectrum: contiguous, so that autograd saves only the half spectrum
-    return spec.repeat(1, 1, scale, reps)[..., :cols].contiguous()
+    gr, gi = converse_filter_pair(weight, lam, scale, h, w, cos_sin=dft_cos_sin_symbolic)
+    sr, si = _input_spectrum_real(y, scale)
+    spec = torch.stack((sr * gr - si * gi, sr * gi + si * gr), dim=-1)
+    return torch.fft.irfft2(torch.view_as_complex(spec), s=(scale * h, scale * w))
 
 
-def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Sum broadcast dimensions of ``t`` so it has ``shape`` (the reverse of broadcasting)."""
-    dims = [i for i, (a, b) in enumerate(zip(t.shape, shape)) if b == 1 and a != 1]
-    return t.sum(dim=dims, keepdim=True) if dims else t
+# ----------------------------------------------------------------------------------------------------
+# The operator
+# ----------------------------------------------------------------------------------------------------
+# The formulation used where neither the call nor the module names one: [impl, compute dtype]. Only
+# ``converse_plugin.ops.export.export_mode(None)`` changes it (model-wide export without a model at hand).
+AMBIENT_IMPL: list = ['fft', None]
 
 
-class _ApplyFilter(torch.autograd.Function):
-    """out = irfft2(S(y) * g) where S(y) is the zero-inserted input's half spectrum (see above)."""
-
-    @staticmethod
-    def forward(ctx, y: torch.Tensor, g: torch.Tensor, scale: int) -> torch.Tensor:
-        sh, sw = scale * y.shape[-2], scale * y.shape[-1]
-        spec = _input_spectrum(y, scale)
-        out = torch.fft.irfft2(spec * g, s=(sh, sw))
-        ctx.scale = scale
-        ctx.grid = (sh, sw)
-        ctx.save_for_backward(spec if g.requires_grad else None, g)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        spec, g = ctx.saved_tensors
-        scale, (sh, sw) = ctx.scale, ctx.grid
-        grad_spec = torch.fft.rfft2(grad_out)
-        grad_y = grad_g = None
-        if ctx.needs_input_grad[1]:
-            # adjoint of irfft2 on a half spectrum (PyTorch's convention): rfft2 / N, interior
-            # columns counted twice (they stand for their conjugate twins).
-            weight = torch.full((grad_spec.shape[-1], ), 2.0 / (sh * sw), dtype=grad_out.dtype,
-                                device=grad_out.device)
-            weight[0] = 1.0 / (sh * sw)
-            if sw % 2 == 0:
-                weight[-1] = 1.0 / (sh * sw)
-            grad_g = _sum_to(grad_spec * spec.conj(), g.shape).mul_(weight)
-        if ctx.needs_input_grad[0]:
-            # the map y -> out is a real circular convolution of (y up) with irfft2(g): its adjoint is the
-            # correlation with the same kernel, followed by taking the pixels (0::s, 0::s).
-            grad_y = torch.fft.irfft2(grad_spec.mul_(g.conj()), s=(sh, sw))
-            if scale > 1:
-                grad_y = grad_y[..., ::scale, ::scale].contiguous()
-        return grad_y, grad_g, None
-
-
-# torch.compile runs this eagerly (a graph break): with the automatic dynamic shapes a second input size
-# switches on, inductor fails on the symbolic FFT sizes ("cannot determine truth value of Relational"),
-# and the FFTs themselves gain nothing from compilation. Everything around the operator still compiles.
-@torch.compiler.disable
 def converse2d(x: torch.Tensor,
                weight: torch.Tensor,
                lam: torch.Tensor,
                scale: int = 1,
                padding: int = 2,
                padding_mode: str = 'circular',
-               filt: torch.Tensor | None = None) -> torch.Tensor:
-    """Reverse convolution of ``x`` (spec §1), computed in float32 or float64.
+               filt: torch.Tensor | None = None,
+               impl: str | None = None,
+               compute_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Reverse convolution of ``x`` (spec §1).
 
     Args:
         x: (B, C, H, W) input Y.
@@ -280,7 +308,14 @@ def converse2d(x: torch.Tensor,
         scale: integer upscaling factor s >= 1.
         padding: pixels padded on every side before the transform (cropped as p * s after).
         padding_mode: 'circular', 'replicate', 'reflect' or 'zeros'.
-        filt: a precomputed :func:`converse_filter` for this grid (used by the module's eval cache).
+        filt: a precomputed filter for this grid, :func:`converse_filter` (complex G) or
+            :func:`converse_filter_conj` (real pairs of conj G); used by the module's inference cache.
+            Ignored by ``impl='real'``.
+        impl: 'fft' (the custom operator; default) or 'real' (the export form: real arithmetic, DFT tables
+            for symbolic sizes, no custom operator). None: 'fft', unless
+            :func:`converse_plugin.ops.export.export_mode` was entered without a model.
+        compute_dtype: dtype of the transforms of ``impl='real'`` (default float32, float64 for float64
+            inputs); 'fft' computes in float32, or float64 for float64 inputs.
     Returns:
         (B, C, s*H, s*W), dtype float32 (or float64 for float64 inputs), whatever autocast says.
     """
@@ -291,24 +326,53 @@ def converse2d(x: torch.Tensor,
     if weight.dim() != 4 or weight.shape[1] != x.shape[1] or weight.shape[0] not in (1, x.shape[0]):
         raise ValueError(f'kernel shape {tuple(weight.shape)} does not fit input {tuple(x.shape)}: '
                          f'expected (1 or {x.shape[0]}, {x.shape[1]}, k, k)')
+    if impl is None:
+        impl, ambient_dtype = AMBIENT_IMPL
+        compute_dtype = compute_dtype or ambient_dtype
+    if impl not in IMPLS:
+        raise ValueError(f'impl must be one of {IMPLS}, got {impl!r}')
     with torch.autocast(device_type=x.device.type, enabled=False):
-        dtype = torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
-        x = x.to(dtype)
+        out_dtype = torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
+        dtype = out_dtype if impl == 'fft' else (compute_dtype or out_dtype)
+        if x.dtype != dtype:
+            x = x.to(dtype)
         y = pad_input(x, padding, padding_mode)
         h, w = y.shape[-2:]
-        if filt is None:
-            weight, lam = weight.to(dtype), lam.to(dtype)
-            if scale > 1 and torch.is_grad_enabled() and (weight.requires_grad or lam.requires_grad):
-                # recompute the filter's half-spectrum intermediates (F, the tiled ratio, their products) in
-                # the backward pass instead of keeping them beside the activations (cheap next to the FFTs)
-                filt = checkpoint(converse_filter, weight, lam, scale, h, w, use_reentrant=False)
-            else:
-                filt = converse_filter(weight, lam, scale, h, w)
-        if torch.is_grad_enabled() and (y.requires_grad or filt.requires_grad):
-            out = _ApplyFilter.apply(y.contiguous(), filt, scale)
-        else:  # inference: multiply in place (a fresh spectrum-sized buffer costs more than the product)
-            out = torch.fft.irfft2(_input_spectrum(y, scale).mul_(filt), s=(scale * h, scale * w))
+        if impl == 'real':
+            out = _converse2d_real(y, weight.to(dtype), lam.to(dtype), scale)
+        else:
+            out = _apply(y, weight, lam, scale, filt, dtype)
         if padding:
             c = padding * scale
             out = out[..., c:out.shape[-2] - c, c:out.shape[-1] - c]
-        return out
+        return out if out.dtype == out_dtype else out.to(out_dtype)
+
+
+def _apply(y: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int, filt: torch.Tensor | None,
+           dtype: torch.dtype) -> torch.Tensor:
+    """``impl='fft'`` on the padded input: the filter (differentiable torch code), then the custom operator
+    (inference in eager mode: the same computation, multiplying in place)."""
+    h, w = y.shape[-2:]
+    compiling = torch.compiler.is_compiling()
+    if filt is None:
+        weight = weight if weight.dtype == dtype else weight.to(dtype)
+        lam = lam if lam.dtype == dtype else lam.to(dtype)
+        if (scale > 1 and not compiling and torch.is_grad_enabled()
+                and (weight.requires_grad or lam.requires_grad)):
+            # recompute the filter's half-spectrum intermediates (F, the tiled ratio, their products) in
+            # the backward pass instead of keeping them beside the activations (cheap next to the FFTs)
+            filt = checkpoint(converse_filter_conj, weight, lam, scale, h, w, use_reentrant=False)
+        else:
+            filt = converse_filter_conj(weight, lam, scale, h, w)
+    elif filt.is_complex():  # G from converse_filter
+        filt = torch.view_as_real(filt.conj().resolve_conj())
+    if compiling or (torch.is_grad_enabled() and (y.requires_grad or filt.requires_grad)):
+        return torch.ops.converse.apply_filter(y, filt, scale)[0]
+    return apply_filter_impl(y, filt, scale, keep_spectrum=False)[0]
+
+
+def converse2d_real(x: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int = 1, padding: int = 2,
+                    padding_mode: str = 'circular', filt: torch.Tensor | None = None,
+                    compute_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """:func:`converse2d` with ``impl='real'`` (the export form; ``filt`` is ignored)."""
+    return converse2d(x, weight, lam, scale, padding, padding_mode, impl='real', compute_dtype=compute_dtype)

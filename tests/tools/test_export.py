@@ -13,7 +13,7 @@ from converse_plugin.archs import ConverseDnCNN, ConverseMSRResNet, ConverseNet,
 from converse_plugin.ops import Converse2D, converse2d
 from converse_plugin.cli import export
 from converse_plugin.io.checkpoint import load_state_dict_file, read_safetensors_metadata, save_state_dict_file
-from converse_plugin.utils.export_ops import converse2d_real, export_mode
+from converse_plugin.ops.export import converse2d_real, export_mode
 from converse_plugin.io.model_files import LoadedModel
 
 onnx = pytest.importorskip('onnx')
@@ -31,17 +31,31 @@ def test_real_formulation_equals_reference(scale, padding, mode):
     torch.testing.assert_close(converse2d_real(x, weight, lam, scale, padding, mode), ref, rtol=0, atol=2e-5)
 
 
-def test_export_mode_swaps_and_restores():
+def test_export_mode_selects_and_restores():
     layer = Converse2D(4, 4, 3, scale=2).eval()
+    other = Converse2D(4, 4, 3, scale=2).eval()
     x = torch.rand(1, 4, 9, 12)
     original = Converse2D.forward
     with torch.no_grad():
         ref = layer(x)
-        with export_mode():
-            assert Converse2D.forward is not original
+        with export_mode(layer, torch.float64):
+            assert Converse2D.forward is original  # no class patching
+            assert (layer.impl, layer.compute_dtype) == ('real', torch.float64)
+            assert other.impl is None  # only the given model
             out = layer(x)
-    assert Converse2D.forward is original
+        assert (layer.impl, layer.compute_dtype) == (None, None)
+        with export_mode(torch.float64):  # no model: every layer that does not name a formulation
+            out_all = other(x)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out_all, other(x), rtol=0, atol=1e-5)
+
+
+def test_export_mode_restores_on_error():
+    layer = Converse2D(4, 4, 3)
+    with pytest.raises(RuntimeError, match='boom'):
+        with export_mode(layer):
+            raise RuntimeError('boom')
+    assert layer.impl is None and layer.compute_dtype is None
 
 
 SMALL = {
@@ -71,8 +85,8 @@ def test_onnx_export_matches_pytorch(arch, tmp_path):
     assert diff <= 1e-4, f'{arch}: onnxruntime differs from PyTorch by {diff}'
 
 
-class _ComplexNet(nn.Module):
-    """Calls the reference operator directly (complex DFT matrices, custom autograd): not exportable."""
+class _FunctionalNet(nn.Module):
+    """Calls the functional operator directly with the default formulation (the custom operator)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,13 +96,14 @@ class _ComplexNet(nn.Module):
         return converse2d(x, self.weight, torch.full((1, 1, 1, 1), 0.01))
 
 
-def test_unexportable_operator_is_named(tmp_path):
-    loaded = LoadedModel(_ComplexNet().eval(), 'ComplexNet', {'num_in_ch': 1, 'num_out_ch': 1}, '', 'c')
-    # the exporter names the operator when it reaches one without a translation; here it may stop earlier
-    # (the production operator's cached DFT tables cannot take symbolic sizes) and its reason is quoted
-    with pytest.raises(export.ExportError, match=r'cannot export ComplexNet to ONNX: (operator \S+|an operator) '
-                                                 r'has no ONNX translation'):
-        export.export_onnx(loaded, str(tmp_path / 'c.onnx'), trace_size=24)
+def test_functional_operator_called_directly_exports(tmp_path):
+    """Outside export_mode the custom operator ``converse::apply_filter`` reaches the exporter, which
+    decomposes it through its implementation: the graph still has DFT nodes and matches PyTorch."""
+    loaded = LoadedModel(_FunctionalNet().eval(), 'FunctionalNet', {'num_in_ch': 1, 'num_out_ch': 1}, '', 'c')
+    path = str(tmp_path / 'c.onnx')
+    export.export_onnx(loaded, path, trace_size=24)
+    assert any(n.op_type == 'DFT' for n in onnx.load(path).graph.node)
+    assert export.check_onnx(loaded, path, [(20, 29)]) <= 1e-4
 
 
 def test_safetensors_round_trip_and_cli(tmp_path, capsys):

@@ -1,0 +1,195 @@
+"""Training-step speed, memory and operation count of the ConverseNets (issue 14, "Train at GPU speed").
+
+    .venv/bin/python benchmarks/bench_train_step.py [--device cpu|cuda] [--recipes dncnn ...]
+        [--modes eager compile bf16 checkpoint] [--steps 5] [--threads 1] [--batch B] [--size S]
+        [--json benchmarks/results/train_step_cpu.json]
+
+A step is forward + L1 loss + backward + Adam: in eager modes ``fused=True`` (one kernel for all
+parameters), in the compile mode the model and ``opt.step`` are both compiled (inductor fuses the update). Per recipe and mode it reports:
+
+- ms/step: median over ``--steps`` timed steps after warm-up steps (compilation happens there);
+- peak memory of one step over what existed before it (CUDA: ``torch.cuda.max_memory_allocated``; CPU:
+  PyTorch's memory profiler, see :func:`converse_plugin.utils.memory.peak_bytes`);
+- leaf aten ops per step: ``torch.profiler`` events named ``aten::*`` with no ``aten::*`` event below
+  them (what actually runs; inductor's fused kernels are not aten ops); on CUDA also the kernel count.
+
+Recipes (CUDA shapes; on the CPU the smaller defaults in brackets, printed with the table):
+  dncnn     ConverseDnCNN (released configuration), gray, B16 128x128   [B4 64x64]
+  dncnn_baseline  DnCNN (17 convs), the same shapes                       [B4 64x64]
+  msrresnet ConverseMSRResNet x4, LR B16 32x32                           [B2 16x16]
+  usrnet    ConverseUSRNet, B16 128x128 with per-sample 7x7 kernels       [B2 32x32]
+
+Modes: eager; compile (``torch.compile(model)``, the default inductor backend); bf16 (eager under
+``torch.autocast`` bfloat16; Converse2D itself computes in float32); checkpoint (eager with
+``checkpoint_blocks=True``: blocks recomputed in backward).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from os import path as osp
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import torch  # noqa: E402
+
+from benchmarks.memory import peak_bytes  # noqa: E402
+
+RECIPES = {
+    # name: (architecture, kwargs, channels, cuda (batch, size), cpu (batch, size), upscale, kernels)
+    'dncnn': ('ConverseDnCNN', {}, 1, (16, 128), (4, 64), 1, False),
+    'dncnn_baseline': ('DnCNN', {}, 1, (16, 128), (4, 64), 1, False),
+    'msrresnet': ('ConverseMSRResNet', {'upscale': 4}, 3, (16, 32), (2, 16), 4, False),
+    'usrnet': ('ConverseUSRNet', {}, 3, (16, 128), (2, 32), 1, True),
+}
+MODES = ('eager', 'compile', 'bf16', 'checkpoint')
+
+
+def sync(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def build(recipe: str, mode: str, device: str, batch: int, size: int):
+    """(model, step function) for one recipe and mode, or None when the mode does not apply."""
+    import converse_plugin  # noqa: F401  (registers the architectures)
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    arch, kwargs, ch, _, _, up, kernels = RECIPES[recipe]
+    cls = ARCH_REGISTRY.get(arch)
+    kwargs = dict(kwargs)
+    if mode == 'checkpoint':
+        if 'checkpoint_blocks' not in inspect.signature(cls).parameters:
+            return None
+        kwargs['checkpoint_blocks'] = True
+    torch.manual_seed(0)
+    net = cls(**kwargs).to(device).train()
+    # eager: the fused Adam kernel; compile: Adam's update compiled too (inductor fuses it; a fused or
+    # foreach Adam in eager costs a few aten ops per parameter, which would dominate the compiled count)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4, fused=mode != 'compile')
+    x = torch.rand(batch, ch, size, size, device=device)
+    gt = torch.rand(batch, ch, size * up, size * up, device=device)
+    args = (x, )
+    if kernels:
+        k = torch.rand(batch, 1, 7, 7, device=device)
+        args = (x, k / k.sum(dim=(-2, -1), keepdim=True))
+    model = torch.compile(net) if mode == 'compile' else net
+    opt_step = torch.compile(opt.step) if mode == 'compile' else opt.step
+
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=mode == 'bf16'):
+            out = model(*args)
+        loss = (out.float() - gt).abs().mean()
+        loss.backward()
+        opt_step()
+        opt.zero_grad(set_to_none=True)
+
+    return net, step
+
+
+def leaf_ops(step, device: str) -> tuple[int, int | None]:
+    """(leaf aten ops, CUDA kernels or None) of one step."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == 'cuda':
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        step()
+        sync(device)
+    events = prof.events()
+
+    def has_aten_below(e) -> bool:
+        return any(c.name.startswith('aten::') or has_aten_below(c) for c in e.cpu_children)
+
+    leaves = sum(1 for e in events if e.name.startswith('aten::') and e.device_type.name == 'CPU'
+                 and not has_aten_below(e))
+    kernels = None
+    if device == 'cuda':
+        kernels = sum(1 for e in events if e.device_type.name == 'CUDA')
+    return leaves, kernels
+
+
+def run(recipe: str, mode: str, device: str, batch: int, size: int, steps: int, warmup: int,
+        memory: bool) -> dict | None:
+    built = build(recipe, mode, device, batch, size)
+    if built is None:
+        return None
+    _, step = built
+    for _ in range(warmup):
+        step()
+    sync(device)
+    times = []
+    for _ in range(steps):
+        sync(device)
+        start = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    ops, kernels = leaf_ops(step, device)
+    peak = peak_bytes(step, device) if memory else None
+    return {'ms_per_step': statistics.median(times) * 1e3, 'ms_all': [t * 1e3 for t in times],
+            'leaf_aten_ops': ops, 'cuda_kernels': kernels, 'peak_bytes': peak}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
+    parser.add_argument('--recipes', nargs='+', default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument('--modes', nargs='+', default=list(MODES), choices=list(MODES))
+    parser.add_argument('--steps', type=int, default=5, help='timed steps (median)')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--threads', type=int, default=1, help='torch.set_num_threads (CPU)')
+    parser.add_argument('--batch', type=int, default=None, help='override every recipe\'s batch size')
+    parser.add_argument('--size', type=int, default=None, help='override every recipe\'s (LR) crop size')
+    parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--json', default=None, help='default benchmarks/results/train_step_<device>.json')
+    args = parser.parse_args(argv)
+    if args.device == 'cpu':
+        torch.set_num_threads(args.threads)
+    machine = (torch.cuda.get_device_name() if args.device == 'cuda' else
+               f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+               f'{torch.get_num_threads()} torch threads')
+    print(f'# Training step on {args.device} ({machine}), torch {torch.__version__}, median of {args.steps}')
+    report = {'device': args.device, 'machine': machine, 'torch': torch.__version__, 'steps': args.steps,
+              'results': {}}
+    rows = []
+    for recipe in args.recipes:
+        arch, _, ch, cuda_shape, cpu_shape, up, _ = RECIPES[recipe]
+        batch, size = cuda_shape if args.device == 'cuda' else cpu_shape
+        batch, size = args.batch or batch, args.size or size
+        shape = f'{arch} B{batch} {ch}x{size}x{size}' + (f' (x{up})' if up > 1 else '')
+        print(f'{recipe}: {shape}', flush=True)
+        for mode in args.modes:
+            if recipe == 'dncnn_baseline' and mode == 'checkpoint':
+                continue
+            res = run(recipe, mode, args.device, batch, size, args.steps, args.warmup, not args.no_memory)
+            if res is None:
+                print(f'  {mode}: not available', flush=True)
+                continue
+            res.update(recipe=recipe, mode=mode, arch=arch, batch=batch, size=size)
+            report['results'][f'{recipe}|{mode}'] = res
+            print(f"  {mode}: {res['ms_per_step']:.1f} ms/step, {res['leaf_aten_ops']} leaf aten ops", flush=True)
+            rows.append((shape, res))
+    print('\n| recipe | mode | ms/step | peak MiB | leaf aten ops/step |' +
+          (' CUDA kernels/step |' if args.device == 'cuda' else ''))
+    print('|---|---|---:|---:|---:|' + ('---:|' if args.device == 'cuda' else ''))
+    for shape, res in rows:
+        peak = f"{res['peak_bytes'] / 2**20:.0f}" if res['peak_bytes'] is not None else 'n/a'
+        kernels = f" {res['cuda_kernels']} |" if args.device == 'cuda' else ''
+        print(f"| {shape} | {res['mode']} | {res['ms_per_step']:.1f} | {peak} | {res['leaf_aten_ops']} |{kernels}")
+    out = args.json or osp.join(REPO, 'benchmarks', 'results', f'train_step_{args.device}.json')
+    os.makedirs(osp.dirname(out), exist_ok=True)
+    with open(out, 'w', encoding='utf-8') as f:
+        json.dump(report, f, indent=2)
+    print(f'\nwrote {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Converse2D's batch work as PyTorch custom operators (``torch.ops.converse.*``), so that torch.compile and
+torch.export see one opaque node with known output shapes instead of FFTs (which inductor cannot lower with
+symbolic sizes) or a Python autograd Function (a graph break).
+
+    converse::apply_filter(y, filt_conj, scale) -> (out, spec_conj)
+    converse::apply_filter_backward(grad_out, spec_conj, filt_conj, scale, need_input, need_filter)
+        -> (grad_y, grad_filt_conj)
+
+``y`` (B, C, h, w) real is the padded input; ``filt_conj`` (Bk, C, s*h, s*w // 2 + 1, 2) is the conjugate of
+the transfer function G (:func:`converse_plugin.ops.functional.converse_filter_conj`) as real pairs, Bk = 1
+or B; ``out`` (B, C, s*h, s*w) = irfft2(S(y) * G) with S(y) the half spectrum of the zero-inserted input;
+``spec_conj`` (B * C * h * (s*w // 2 + 1) * 2, flat) = conj(S(y)) with the s x s row tiling left implicit (it is the
+input's spectrum, columns wrapped around), the only tensor the backward keeps besides the filter.
+
+Why the conjugates: the backward needs grad_spec * conj(G) and sum_b grad_spec * conj(S(y)); a product with a
+lazily conjugated operand costs PyTorch a full copy, so the conjugates are formed where they are free (the
+filter is kernel-sized; S(y) is conjugated in place, or inside the column tiling for s > 1).
+
+Passes over full-size (s*h, s*w) data per call: forward one inverse real FFT; backward one forward real
+FFT, the two products the adjoints need, and for s > 1 an inverse FFT on the row-folded (h, s*w) grid
+instead of the (s*h, s*w) one (taking pixels (0::s, 0::s) is a fold of the spectrum's s row aliases).
+Nothing here imports anything outside torch.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+
+def _cols(scale: int, width: int):
+    return scale * width // 2 + 1
+
+
+def spectrum_conj(y: Tensor, scale: int) -> Tensor:
+    """conj of the half spectrum of the zero-inserted input, without its s x s row tiling: (B, C, h, cols)
+    complex, cols = s*w // 2 + 1 (the spectrum of Y up at (u + a h, v) is the small one at (u, v mod w))."""
+    if scale == 1:
+        return torch.fft.rfft2(y).conj_physical_()
+    w = y.shape[-1]
+    full = torch.fft.fft2(y).conj()  # lazy: the concatenation below writes the conjugate
+    q, r = divmod(int(_cols(scale, w)), int(w))  # int(): sizes are tensors under torch.jit.trace
+    return torch.cat([full] * q + ([full[..., :r]] if r else []), dim=-1)
+
+
+def _as_complex(t: Tensor) -> Tensor:
+    return torch.view_as_complex(t if t.is_contiguous() else t.contiguous())
+
+
+def apply_filter_impl(y: Tensor, filt_conj: Tensor, scale: int, keep_spectrum: bool = True):
+    """The forward (see the module docstring). ``keep_spectrum=False`` (inference) multiplies in place and
+    returns (out, None)."""
+    b, c, h, w = y.shape
+    sh, sw = scale * h, scale * w
+    hc = _as_complex(filt_conj)  # (Bk, C, sh, cols)
+    cs = spectrum_conj(y if y.is_contiguous() else y.contiguous(), scale)
+    if scale == 1:
+        prod = cs * hc if keep_spectrum else cs.mul_(hc)
+    else:
+        cols = cs.shape[-1]
+        prod = (hc.view(hc.shape[0], c, scale, h, cols) * cs.unsqueeze(2)).view(b, c, sh, cols)
+    # hfft2(W, norm='forward') = irfft2(conj(W)): conj(cs * conj G) = S(y) * G, the conjugation done for
+    # free inside the copy the inverse real transform makes of its input anyway
+    out = torch.fft.hfft2(prod, s=(sh, sw), norm='forward')
+    # flat: inductor cannot order the strides of a symbolic (..., s*w // 2 + 1, 2) layout
+    return out, (torch.view_as_real(cs).view(-1) if keep_spectrum else None)
+
+
+@functools.lru_cache(maxsize=64)
+def _half_spectrum_adjoint(cols: int, width: int, numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(cols, 2) factors that turn sum_b grad_spec * conj(S) into the gradient of the real pairs of conj(G):
+    the adjoint of irfft2 on a half spectrum is rfft2 / N with the interior columns counted twice (they stand
+    for their conjugate twins); the sign flips the imaginary part (d/d conj(G) = conj(d/dG))."""
+    with torch.inference_mode(False), torch.no_grad():  # cached: never an inference tensor (see functional.py)
+        weight = torch.full((cols, 2), 2.0 / numel, dtype=dtype, device=device)
+        weight[0] = 1.0 / numel
+        if width % 2 == 0:
+            weight[-1] = 1.0 / numel
+        weight[:, 1].neg_()
+    return weight
+
+
+def apply_filter_backward_impl(grad_out: Tensor, spec_conj: Tensor, filt_conj: Tensor, scale: int,
+                               need_input: bool, need_filter: bool) -> tuple[Tensor, Tensor]:
+    b, c, sh, sw = grad_out.shape
+    h, w = sh // scale, sw // scale
+    hc = _as_complex(filt_conj)
+    bk = hc.shape[0]
+    gs = torch.fft.rfft2(grad_out if grad_out.is_contiguous() else grad_out.contiguous())  # (B, C, sh, cols)
+    cols = gs.shape[-1]
+    cs = torch.view_as_complex(spec_conj.view(b, c, h, cols, 2))
+    grad_y = grad_h = grad_out.new_empty(0)
+    if need_filter:
+        g5 = gs.view(b, c, scale, h, cols)
+        prod = g5.mul_(cs.unsqueeze(2)) if not need_input and bk == b else g5 * cs.unsqueeze(2)
+        prod = prod.view(b, c, sh, cols)
+        grad = prod.sum(0, keepdim=True) if bk == 1 and b > 1 else prod
+        grad_h = torch.view_as_real(grad).mul_(_half_spectrum_adjoint(cols, sw, sh * sw, grad_out.dtype,
+                                                                       grad_out.device))
+    if need_input:
+        if scale == 1:
+            grad_y = torch.fft.irfft2(gs.mul_(hc), s=(h, w))
+        else:
+            # pixels (0::s, 0::s) of irfft2(T) on the (sh, sw) grid: the rows are those of the inverse of the
+            # spectrum folded over its s row aliases (a transform on (h, sw)), scaled 1/s; then every s-th column
+            folded = gs.view(b, c, scale, h, cols).mul_(hc.view(bk, c, scale, h, cols)).sum(2)
+            grad_y = torch.fft.irfft2(folded, s=(h, sw))[..., ::scale].mul(1.0 / scale)
+    return grad_y, grad_h
+
+
+# ----------------------------------------------------------------------------------------------------
+# Registration
+# ----------------------------------------------------------------------------------------------------
+@torch.library.custom_op('converse::apply_filter', mutates_args=())
+def apply_filter(y: Tensor, filt_conj: Tensor, scale: int) -> tuple[Tensor, Tensor]:
+    """out = irfft2(S(y) * G) (B, C, s*h, s*w) and conj(S(y)) as real pairs (B, C, h, s*w//2+1, 2), flat."""
+    return apply_filter_impl(y, filt_conj, scale)
+
+
+@apply_filter.register_fake
+def _(y, filt_conj, scale):
+    b, c, h, w = y.shape
+    out = y.new_empty(b, c, scale * h, scale * w)
+    return out, y.new_empty(b * c * h * (scale * w // 2 + 1) * 2)
+
+
+@torch.library.custom_op('converse::apply_filter_backward', mutates_args=())
+def apply_filter_backward(grad_out: Tensor, spec_conj: Tensor, filt_conj: Tensor, scale: int, need_input: bool,
+                          need_filter: bool) -> tuple[Tensor, Tensor]:
+    """(grad_y (B, C, h, w), grad_filt_conj shaped like filt_conj); an empty tensor for one not needed."""
+    return apply_filter_backward_impl(grad_out, spec_conj, filt_conj, scale, need_input, need_filter)
+
+
+@apply_filter_backward.register_fake
+def _(grad_out, spec_conj, filt_conj, scale, need_input, need_filter):
+    b, c, sh, sw = grad_out.shape
+    grad_y = grad_out.new_empty(b, c, sh // scale, sw // scale) if need_input else grad_out.new_empty(0)
+    grad_h = grad_out.new_empty(filt_conj.shape) if need_filter else grad_out.new_empty(0)
+    return grad_y, grad_h
+
+
+def _setup_context(ctx, inputs, output):
+    _, filt_conj, scale = inputs
+    ctx.scale = scale
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1], filt_conj)
+
+
+def _backward(ctx, grad_out, _grad_spec):
+    spec_conj, filt_conj = ctx.saved_tensors
+    need_y, need_h = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    grad_y, grad_h = torch.ops.converse.apply_filter_backward(grad_out, spec_conj, filt_conj, ctx.scale,
+                                                              need_y, need_h)
+    return (grad_y if need_y else None), (grad_h if need_h else None), None
+
+
+apply_filter.register_autograd(_backward, setup_context=_setup_context)

@@ -1,1 +1,0 @@
-"""Helpers used by the tools (inference, export) and the models: tiling, checkpoint I/O, export-friendly ops."""
