@@ -157,3 +157,18 @@ def test_pretrain_network_g_safetensors_loads(tmp_path):
     model = ConverseDeblurModel(opt)
     for key, value in source.net_g.state_dict().items():
         assert torch.equal(model.net_g.state_dict()[key], value), key
+
+
+def test_compile_modes_and_cuda_graph_modes_on_the_cpu():
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert parse_compile('default', cpu) == {'mode': 'default'}
+    assert parse_compile({'mode': 'max-autotune-no-cudagraphs', 'fullgraph': True}, cpu) == {
+        'mode': 'max-autotune-no-cudagraphs', 'fullgraph': True}
+    assert parse_compile('reduce-overhead', cuda) == {'mode': 'reduce-overhead'}
+    for mode in ('reduce-overhead', 'max-autotune'):
+        with pytest.raises(OptionError, match=f"train:compile:mode '{mode}' captures CUDA graphs.*use mode default"):
+            parse_compile(mode, cpu)
+    with pytest.raises(OptionError, match='train:compile: unknown key'):
+        parse_compile({'modes': 'default'}, cpu)
+    with pytest.raises(OptionError, match='train:compile:fullgraph: expected true, false'):
+        parse_compile({'fullgraph': 'yes'}, cpu)
