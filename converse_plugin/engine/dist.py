@@ -159,7 +159,16 @@ def init_dist(launcher: str, backend: str = 'nccl', port: int | None = None, tim
     _set_cuda_device()
     seconds = start_timeout(timeout)
     try:
-        dist.init_process_group(backend=backend_for_device(backend), timeout=datetime.timedelta(seconds=seconds))
+        delta = datetime.timedelta(seconds=seconds)
+        attempt = os.environ.get('TORCHELASTIC_RESTART_COUNT')
+        if attempt is None:  # srun, or a launcher without restarts
+            dist.init_process_group(backend=backend_for_device(backend), timeout=delta)
+        else:  # torchrun: the store of env:// with a prefix per attempt, so that after a restart the keys the
+            # killed attempt left there (its ranks' gloo addresses) are never read by the new one
+            store, rank, world_size = next(dist.rendezvous('env://', timeout=delta))
+            store = dist.PrefixStore(f'converse_plugin/attempt_{attempt}', store)
+            dist.init_process_group(backend=backend_for_device(backend), store=store, rank=rank,
+                                    world_size=world_size, timeout=delta)
     except (RuntimeError, TimeoutError, OSError, ValueError) as err:  # DistStoreError, DistNetworkError, ...
         raise DistributedStartError(f'cannot form the process group at {_where()} within {seconds:g} s: '
                                     f'{_reason(err)}') from None
