@@ -19,7 +19,6 @@ it (CUDA: ``torch.cuda.max_memory_allocated``; CPU: PyTorch's memory profiler).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -34,7 +33,7 @@ sys.path.insert(0, REPO)
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks.memory import peak_bytes  # noqa: E402
+from benchmarks.memory import peak_bytes, write_report  # noqa: E402
 from converse_plugin.ops import Converse2D  # noqa: E402
 from tests.ops.oracle import oracle_module_forward  # noqa: E402
 
@@ -238,11 +237,7 @@ def main(argv=None) -> int:
         print_case(name, case, times, memory)
         report['cases'][name] = {'config': case, 'times_s': times, 'peak_bytes_forward_backward': memory}
     print_markdown(report)
-    out = args.json or osp.join(REPO, 'benchmarks', 'results', f'converse2d_{args.device}.json')
-    os.makedirs(osp.dirname(out), exist_ok=True)
-    with open(out, 'w', encoding='utf-8') as f:
-        json.dump(report, f, indent=2)
-    print(f'\nwrote {out}')
+    write_report(report, 'converse2d', args.device, args.json)
     return 0
 
 

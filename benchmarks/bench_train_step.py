@@ -9,7 +9,7 @@ parameters), in the compile mode the model and ``opt.step`` are both compiled (i
 
 - ms/step: median over ``--steps`` timed steps after warm-up steps (compilation happens there);
 - peak memory of one step over what existed before it (CUDA: ``torch.cuda.max_memory_allocated``; CPU:
-  PyTorch's memory profiler, see :func:`converse_plugin.utils.memory.peak_bytes`);
+  PyTorch's memory profiler, see :func:`converse_plugin.engine.memory.peak_bytes`);
 - leaf aten ops per step: ``torch.profiler`` events named ``aten::*`` with no ``aten::*`` event below
   them (what actually runs; inductor's fused kernels are not aten ops); on CUDA also the kernel count.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import os
 import platform
 import statistics
@@ -40,7 +39,7 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
-from benchmarks.memory import peak_bytes  # noqa: E402
+from benchmarks.memory import peak_bytes, write_report  # noqa: E402
 
 RECIPES = {
     # name: (architecture, kwargs, channels, cuda (batch, size), cpu (batch, size), upscale, kernels)
@@ -183,11 +182,7 @@ def main(argv=None) -> int:
         peak = f"{res['peak_bytes'] / 2**20:.0f}" if res['peak_bytes'] is not None else 'n/a'
         kernels = f" {res['cuda_kernels']} |" if args.device == 'cuda' else ''
         print(f"| {shape} | {res['mode']} | {res['ms_per_step']:.1f} | {peak} | {res['leaf_aten_ops']} |{kernels}")
-    out = args.json or osp.join(REPO, 'benchmarks', 'results', f'train_step_{args.device}.json')
-    os.makedirs(osp.dirname(out), exist_ok=True)
-    with open(out, 'w', encoding='utf-8') as f:
-        json.dump(report, f, indent=2)
-    print(f'\nwrote {out}')
+    write_report(report, 'train_step', args.device, args.json)
     return 0
 
 

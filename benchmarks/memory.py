@@ -1,4 +1,20 @@
 """Peak tensor memory for the benchmark scripts: see :func:`converse_plugin.engine.memory.peak_bytes`."""
 from converse_plugin.engine.memory import peak_bytes
 
-__all__ = ['peak_bytes']
+__all__ = ["peak_bytes", "write_report"]
+
+
+def write_report(report: dict, name: str, device: str, path: str | None = None) -> str:
+    """Write a benchmark's JSON report to ``path`` (default ``benchmarks/results/<name>_<device>.json``) and
+    say where; returns the path."""
+    import json
+    import os
+    from os import path as osp
+
+    out = path or osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'benchmarks', 'results',
+                           f'{name}_{device}.json')
+    os.makedirs(osp.dirname(out), exist_ok=True)
+    with open(out, 'w', encoding='utf-8') as f:
+        json.dump(report, f, indent=2)
+    print(f'\nwrote {out}')
+    return out
