@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import types
 
 __all__ = ['FIXES', 'apply_all', 'alias_torchvision_functional_tensor', 'startup_hook_line', 'install_startup_hook',
            'STARTUP_HOOK_FILE']
@@ -28,29 +27,8 @@ ALIAS = 'torchvision.transforms.functional_tensor'
 STARTUP_HOOK_FILE = 'converse_plugin_compat.pth'
 
 
-def alias_torchvision_functional_tensor() -> None:
-    """Make ``import torchvision.transforms.functional_tensor`` work again (fix 1). Idempotent."""
-    if ALIAS in sys.modules:
-        return
-    try:
-        importlib.import_module(ALIAS)
-        return  # an old torchvision still has it, or the start-up finder made the alias: nothing to do
-    except ImportError:
-        pass
-    import torchvision.transforms as transforms
-    import torchvision.transforms.functional as functional
-
-    shim = types.ModuleType(ALIAS)
-    shim.__doc__ = 'converse_plugin shim: alias of torchvision.transforms.functional (see converse_plugin.compat).'
-    for attr in dir(functional):
-        if not attr.startswith('__'):
-            setattr(shim, attr, getattr(functional, attr))
-    sys.modules[ALIAS] = shim
-    transforms.functional_tensor = shim
-
-
-# The start-up finder of fix 1, executed by the .pth line (kept as source: the .pth cannot import the
-# plugin, whose __init__ imports torch and BasicSR, at every interpreter start).
+# The finder of fix 1, kept as source: the .pth line executes it at every interpreter start and cannot import
+# the plugin (whose __init__ imports torch and BasicSR); the plugin's import executes the same source.
 _FINDER = '''
 class ConverseFunctionalTensorAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """converse_plugin compat fix 1: torchvision.transforms.functional_tensor as an alias of
@@ -93,6 +71,24 @@ def install_startup_hook(site_packages: str | None = None) -> str:
     with open(path, 'w', encoding='utf-8') as f:
         f.write(startup_hook_line())
     return path
+
+
+def _install_finder() -> None:
+    """Append the finder of fix 1 to ``sys.meta_path`` (once), exactly as the start-up line does."""
+    import importlib.abc  # noqa: F401  (the finder's bases)
+    import importlib.util  # noqa: F401
+
+    exec(compile(_FINDER, 'converse_plugin_compat', 'exec'),  # noqa: S102 (our own source, above)
+         {'sys': sys, 'importlib': importlib, '__name__': 'converse_plugin_compat'})
+
+
+def alias_torchvision_functional_tensor() -> None:
+    """Make ``import torchvision.transforms.functional_tensor`` work again (fix 1). Idempotent. The finder is
+    last in ``sys.meta_path``, so an old torchvision that still has the module keeps its own."""
+    if ALIAS in sys.modules:
+        return
+    _install_finder()
+    importlib.import_module(ALIAS)
 
 
 FIXES = (alias_torchvision_functional_tensor, )

@@ -7,8 +7,8 @@ would expect (``ValueError``, ``FileNotFoundError``), so ``except ValueError`` k
 """
 from __future__ import annotations
 
-__all__ = ['construction_hint', 'UserError', 'OptionError', 'DataError', 'DataFileNotFoundError', 'CheckpointError',
-           'CheckpointNotFoundError', 'TrainingDivergedError', 'user_message']
+__all__ = ['UserError', 'OptionError', 'DataError', 'DataFileNotFoundError', 'CheckpointError',
+           'CheckpointNotFoundError', 'TrainingDivergedError', 'user_message', 'first_line', 'construction_hint']
 
 
 class UserError(Exception):
@@ -58,6 +58,13 @@ def user_message(err: BaseException) -> str:
         head, sep, tail = last.partition(': ')
         text = tail if sep and '.' in head and ' ' not in head else last  # drop 'module.Class: '
     return text
+
+
+def first_line(err: BaseException, empty: str = '') -> str:
+    """The first non-empty line of ``err``'s message (``empty`` when it has none): torch and BasicSR errors
+    often carry a C++ stack or a traceback below it."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else empty
 
 
 def construction_hint(err: BaseException) -> str:

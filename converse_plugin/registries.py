@@ -15,7 +15,7 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-from converse_plugin.errors import OptionError
+from converse_plugin.errors import OptionError, first_line
 
 __all__ = ['REGISTRIES', 'registry', 'lookup', 'known_names', 'closest_names', 'unknown_name_message']
 
@@ -97,5 +97,5 @@ def build_network(net_opt: Any, where: str = 'network_g') -> Any:
     except OptionError as err:  # a nested block (ConverseConverted's network:) already names its key
         raise OptionError(str(err) if str(err).startswith(where) else f'{where}: {err}') from None
     except Exception as err:  # noqa: BLE001 (a constructor that fails on these keys: the options are at fault)
-        text = str(err).strip().splitlines()[0] if str(err).strip() else ''
+        text = first_line(err)
         raise OptionError(f'{where}: {net_opt["type"]}: {type(err).__name__}{": " + text if text else ""}') from None

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
+from converse_plugin.errors import first_line
 from converse_plugin.io.model_files import add_model_arguments
 
 JPEG_EXTENSIONS = ('.jpg', '.jpeg')
@@ -205,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_image(target, out, img.bits)
             done.append(target)
         except (ValueError, OSError, RuntimeError) as err:
-            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            text = first_line(err, type(err).__name__)
             if 'out of memory' in text:
                 text += ' (use a smaller --tile)'
             failed.append((path, text))

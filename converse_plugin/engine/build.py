@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from converse_plugin.errors import UserError, construction_hint
+from converse_plugin.errors import UserError, construction_hint, first_line
 from converse_plugin.models.base_model import plugin_model_class
 from converse_plugin.registries import lookup
 
@@ -28,23 +28,19 @@ def build_model(opt: dict) -> Any:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, AssertionError, NotImplementedError) as err:
         # BasicSR's model constructors read the options (losses, optimizers, schedulers, EMA) without checks
-        text = err.args[0] if isinstance(err, KeyError) and err.args else _first_line(err)
+        text = err.args[0] if isinstance(err, KeyError) and err.args else first_line(err, '(no message)')
         raise OptionError(f"model_type {opt['model_type']}: the model cannot be built from these options "
                           f'({type(err).__name__}: {text})') from None
     except Exception as err:  # noqa: BLE001 (a model's constructor builds networks, losses, optimizers...)
+        message = first_line(err, '(no message)')
         raise ModelBuildError(f"model_type {opt['model_type']!r}: the model could not be built: "
-                              f'{type(err).__name__}: {_first_line(err)}{construction_hint(err)}') from None
+                              f'{type(err).__name__}: {message}{construction_hint(err)}') from None
     get_root_logger().info(f'Model [{model.__class__.__name__}] is created.')
     return model
 
 
 class ModelBuildError(UserError, RuntimeError):
     """The model's constructor failed on these options or this machine (the message says what it raised)."""
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else '(no message)'
 
 
 def make_prefetcher(opt: dict, loader: Any, logger: Any) -> Any:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from converse_plugin.errors import CheckpointError, CheckpointNotFoundError
+from converse_plugin.errors import CheckpointError, CheckpointNotFoundError, first_line
 
 __all__ = ['atomic_write', 'atomic_save', 'load_checkpoint', 'load_training_state', 'load_network_params',
            'load_state_dict_file', 'select_params', 'strip_module_prefix', 'save_state_dict_file', 'is_safetensors',
@@ -146,7 +146,7 @@ def load_checkpoint(path: str, what: str = 'checkpoint', map_location: Any = 'cp
 
 
 def _short(err: BaseException) -> str:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ''
+    first = first_line(err)
     return f'{type(err).__name__}: {first}' if first else type(err).__name__
 
 

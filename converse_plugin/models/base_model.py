@@ -49,7 +49,8 @@ class PluginModel:
     ema_step = 0  # training iteration of the coming EMA update (set by optimize_parameters)
 
     def __init__(self, opt: dict, *args, **kwargs) -> None:
-        parse_ema_warmup((opt.get('train') or {}).get('ema_warmup', False))  # option errors before any work
+        # read once (option errors before any work); BasicSR's __init__ already calls model_ema
+        self.ema_warmup = parse_ema_warmup((opt.get('train') or {}).get('ema_warmup', False))
         self.opt = opt
         self.save_format()
         super().__init__(opt, *args, **kwargs)
@@ -64,8 +65,7 @@ class PluginModel:
 
     def model_ema(self, decay: float = 0.999) -> None:
         """BasicSR's EMA update, with the decay of :func:`ema_decay_at` under ``train: ema_warmup: true``."""
-        warmup = parse_ema_warmup((self.opt.get('train') or {}).get('ema_warmup', False))
-        super().model_ema(ema_decay_at(decay, self.ema_step, warmup) if decay > 0 else decay)
+        super().model_ema(ema_decay_at(decay, self.ema_step, self.ema_warmup) if decay > 0 else decay)
 
     # ------------------------------------------------------------------ saving
     def save(self, epoch: int, current_iter: int, progress: dict | None = None) -> None:

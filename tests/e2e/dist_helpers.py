@@ -136,6 +136,3 @@ def load_state(path) -> dict:
 def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-
-def env_for(**extra: str) -> dict[str, str]:
-    return {k: str(v) for k, v in extra.items()}

@@ -24,14 +24,41 @@ def train_options(name: str) -> str:
     return osp.join(OPTIONS, 'train', name)
 
 
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: this one, with ``extra``, one thread per process (with 2 threads on
+    a 2-core machine that other work shares, steps can be many times slower than with one), unbuffered
+    output and this checkout first on PYTHONPATH."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', **extra)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
+    return env
+
+
+def run_together(commands: list[tuple[list[str], dict[str, str]]], cwd: str,
+                 timeout: float) -> list[subprocess.CompletedProcess]:
+    """Start every ``(argv, env)`` at once (the ranks of one distributed run) and wait for all of them, at
+    most ``timeout`` seconds in total; stdout and stderr together in ``.stdout``. On a timeout (or any error)
+    every process is killed, so a test never leaves ranks behind."""
+    import time
+
+    procs = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for cmd, env in commands]
+    deadline = time.monotonic() + timeout
+    results = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out))
+    finally:
+        for proc in procs:
+            proc.kill()
+    return results
+
+
 def run_cli(args: list[str], cwd: str, timeout: float = 300, script: str | None = None,
             launcher: list[str] | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m converse_plugin ARGS`` (or ``python SCRIPT ARGS``, or ``LAUNCHER ARGS``) in ``cwd``
     with ``env`` added to the environment; stdout and stderr together in ``.stdout``."""
-    # one thread per process: with 2 threads on a 2-core machine that other work shares, steps can be
-    # many times slower than with one
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', **(env or {}))
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
+    env = cli_env(**(env or {}))
     if launcher is not None:
         cmd = [*launcher, *args]
     elif script is not None:

@@ -21,7 +21,8 @@ from converse_plugin.engine import dist as cdist
 from converse_plugin.engine.distributed_eval import shard_indices
 from tests.e2e.dist_helpers import (NAME, OPTION, free_port, load_state, merged_metrics, read_json, same_weights,
                                     tiny_checkpoint, torchrun, write_dump_script)
-from tests.e2e.helpers import OPTIONS, REPO, check_ok, make_images, run_cli, tiny_overrides, train_options
+from tests.e2e.helpers import (OPTIONS, check_ok, cli_env, make_images, run_cli, run_together, tiny_overrides,
+                               train_options)
 
 TEST_OPTION = osp.join(OPTIONS, 'test', 'test_ConverseDnCNN_Set12_sigma25.yml')
 TEST_NAME = 'test_ConverseDnCNN_Set12_sigma25'
@@ -102,27 +103,14 @@ def _test_overrides(data: str, ckpt: str) -> list[str]:
 def _slurm_ranks(args: list[str], cwd: str, port: int, world: int = 2, timeout: float = 120,
                  extra_env: dict | None = None) -> list[subprocess.CompletedProcess]:
     """``world`` processes started as srun would start them on one node (no scontrol here)."""
-    procs = []
+    commands = []
     for rank in range(world):
-        env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', SLURM_PROCID=str(rank),
-                   SLURM_NTASKS=str(world), SLURM_LOCALID=str(rank), SLURM_NODELIST='127.0.0.1',
-                   MASTER_PORT=str(port), **(extra_env or {}))
+        env = cli_env(SLURM_PROCID=str(rank), SLURM_NTASKS=str(world), SLURM_LOCALID=str(rank),
+                      SLURM_NODELIST='127.0.0.1', MASTER_PORT=str(port), **(extra_env or {}))
         for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR'):
             env.pop(key, None)
-        env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
-        procs.append(subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    results = []
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        try:
-            out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out))
-    return results
+        commands.append(([sys.executable, *args], env))
+    return run_together(commands, cwd, timeout)
 
 
 def test_slurm_test_pipeline_gives_single_process_numbers(tmp_path):
@@ -206,25 +194,15 @@ def test_ranks_with_different_option_files_stop_with_one_error(tmp_path):
     other = tmp_path / 'other.yml'
     other.write_text(open(TEST_OPTION, encoding='utf-8').read().replace('sigma: 25', 'sigma: 15'))
     port = free_port()
-    procs = []
-    for rank, option in enumerate((TEST_OPTION, str(other))):
-        env = dict(os.environ, OMP_NUM_THREADS='1', RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2',
-                   MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), **{cdist.TIMEOUT_ENV: '20'})
-        env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
-        procs.append(subprocess.Popen([sys.executable, '-m', 'converse_plugin', 'test', '-opt', option,
-                                       *_test_overrides(data, ckpt), '--launcher', 'pytorch'],
-                                      cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
-    outs = []
-    try:
-        for proc in procs:
-            outs.append(proc.communicate(timeout=90)[0])
-    finally:
-        for proc in procs:
-            proc.kill()
-    for proc, out in zip(procs, outs):
-        assert proc.returncode == 2, out[-3000:]
-        line = _one_line_error(out)
+    commands = [([sys.executable, '-m', 'converse_plugin', 'test', '-opt', option, *_test_overrides(data, ckpt),
+                  '--launcher', 'pytorch'],
+                 cli_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
+                         MASTER_PORT=str(port), **{cdist.TIMEOUT_ENV: '20'}))
+                for rank, option in enumerate((TEST_OPTION, str(other)))]
+    results = run_together(commands, str(tmp_path), timeout=90)
+    for result in results:
+        assert result.returncode == 2, result.stdout[-3000:]
+        line = _one_line_error(result.stdout)
         assert 'different options' in line and 'rank(s) 1' in line and 'option file content' in line, line
 
 
@@ -247,19 +225,9 @@ def test_two_torchrun_agents_c10d_rendezvous_four_ranks(tmp_path):
                      '--rdzv-endpoint', f'127.0.0.1:{port}', '--rdzv-id', 'converse-test', '--max-restarts', '0')
     cmd = [*agent, script, 'train', '-opt', train_options(OPTION), '--launcher', 'pytorch', '--root',
            str(tmp_path / 'root'), '--force_yml', *_train_overrides(data)]
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', DUMP_DIR=str(dump))
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
-    agents = [subprocess.Popen(cmd, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True) for _ in range(2)]
-    outs = []
-    try:
-        for a in agents:
-            outs.append(a.communicate(timeout=240)[0])
-    finally:
-        for a in agents:
-            a.kill()
-    for a, out in zip(agents, outs):
-        assert a.returncode == 0, out[-4000:]
+    env = cli_env(DUMP_DIR=str(dump))
+    for agent_run in run_together([(cmd, env), (cmd, env)], str(tmp_path), timeout=240):
+        assert agent_run.returncode == 0, agent_run.stdout[-4000:]
 
     final = [load_state(dump / f'final_rank{r}.pth') for r in range(4)]
     assert all(same_weights(final[0], f) for f in final[1:])
@@ -287,8 +255,7 @@ def _elastic_run(tmp_path, tag: str, data: str, kill_at: str | None = None, slow
     dump = tmp_path / f'dump_{tag}'
     dump.mkdir()
     root = tmp_path / f'root_{tag}'
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', DUMP_DIR=str(dump))
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
+    env = cli_env(DUMP_DIR=str(dump))
     if kill_at:
         env['KILL_AT_ITER'] = kill_at
     if slow_save:

@@ -11,22 +11,17 @@ import sys
 import torch
 
 from converse_plugin.io.checkpoint import SLOW_SAVE_ENV
-from tests.e2e.helpers import REPO, check_ok, run_cli
+from tests.e2e.helpers import check_ok, cli_env, run_cli
 from tests.robustness.common import make_images, options, write_options
 
 NAME = 'robust'
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', **extra)
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
-    return env
-
-
 def _kill_while_saving(args: list[str], cwd: str, pause_on: str, timeout: float = 240) -> str:
     """Start ``python -m converse_plugin ARGS``, wait until it has half-written the file named like
     ``pause_on`` (the save pauses there, see converse_plugin.io.checkpoint.SLOW_SAVE_ENV), SIGKILL it."""
-    proc = subprocess.Popen([sys.executable, '-m', 'converse_plugin', *args], cwd=cwd, env=_env(**{SLOW_SAVE_ENV: pause_on}),
+    proc = subprocess.Popen([sys.executable, '-m', 'converse_plugin', *args], cwd=cwd,
+                            env=cli_env(**{SLOW_SAVE_ENV: pause_on}),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []
     try:
