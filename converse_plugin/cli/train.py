@@ -22,6 +22,7 @@ def run(argv: Sequence[str], is_train: bool) -> int:
     and the error's exit code (2; 3 for NaN/Inf in training), without a traceback.
     """
     from converse_plugin.engine import test_pipeline, train_pipeline
+    from converse_plugin.engine.dist import shutdown
     from converse_plugin.engine.options import build_parser
 
     command = 'train' if is_train else 'test'
@@ -39,6 +40,8 @@ def run(argv: Sequence[str], is_train: bool) -> int:
             message = f'{args.opt}: {message}'
         print(f'{prog}: error: {message}', file=sys.stderr, flush=True)
         return err.exit_code
+    finally:
+        shutdown()  # a distributed run leaves its process group before the interpreter exits
     return 0
 
 

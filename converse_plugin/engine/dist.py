@@ -29,7 +29,7 @@ from converse_plugin.errors import UserError
 
 __all__ = ['init_dist', 'local_rank', 'backend_for_device', 'DistributedStartError', 'OptionMismatchError',
            'start_timeout', 'collective_timeout', 'check_same_options', 'is_distributed', 'broadcast_object',
-           'gather_to_all', 'barrier', 'TIMEOUT_ENV', 'COLLECTIVE_TIMEOUT_ENV']
+           'gather_to_all', 'barrier', 'shutdown', 'TIMEOUT_ENV', 'COLLECTIVE_TIMEOUT_ENV']
 
 TIMEOUT_ENV = 'CONVERSE_DIST_TIMEOUT'  # seconds to wait for every rank to join (default 120)
 COLLECTIVE_TIMEOUT_ENV = 'CONVERSE_DIST_COLLECTIVE_TIMEOUT'  # seconds per collective once joined (default 1800)
@@ -200,6 +200,14 @@ def gather_to_all(obj: Any) -> list:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group, if this process joined one. A process that exits with a gloo group still
+    alive can abort in the group's destructor ("terminate called without an active exception", SIGABRT),
+    which would replace the one-line error's exit status."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 _RANK_ARGS = ('--local_rank', '--local-rank')  # differ per rank by design

@@ -39,8 +39,12 @@ if not FIRST_ATTEMPT:
 KILL = os.environ.get('KILL_AT_ITER')
 records, current = {}, {}
 
-def rank():
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+_rank = [0]
+
+def rank():  # remembered: at exit the command has already left its process group
+    if dist.is_available() and dist.is_initialized():
+        _rank[0] = dist.get_rank()
+    return _rank[0]
 
 _save, _feed, _opt = PluginModel.save, SRModel.feed_data, SRModel.optimize_parameters
 _metric, _log = basicsr.metrics.calculate_metric, SRModel._log_validation_metric_values
