@@ -184,8 +184,10 @@ def _is_pointwise(layer: nn.Module) -> bool:
 def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """A 1x1 Conv2d as a matrix product over the channels: (B, C_in, H, W) -> (B, C_out, H, W). Contiguous
     layouts throughout (a channels-last ``F.linear`` leaves views whose symbolic strides inductor cannot
-    order under dynamic shapes)."""
-    out = torch.matmul(conv.weight.flatten(1), x.flatten(2)).unflatten(2, x.shape[-2:])
+    order under dynamic shapes). A batched product with the weight expanded, not a broadcasting ``matmul``:
+    inductor turns the latter into one (B*H*W, C) GEMM whose channels-last result every following fused
+    kernel then reads and writes transposed (a ConverseDnCNN training step ~7% slower on the CPU)."""
+    out = torch.bmm(conv.weight.flatten(1).expand(x.shape[0], -1, -1), x.flatten(2)).unflatten(2, x.shape[-2:])
     return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
 
 

@@ -60,9 +60,13 @@ def apply_filter_impl(y: Tensor, filt_conj: Tensor, scale: int, keep_spectrum: b
     else:
         cols = cs.shape[-1]
         prod = (hc.view(hc.shape[0], c, scale, h, cols) * cs.unsqueeze(2)).view(b, c, sh, cols)
-    # hfft2(W, norm='forward') = irfft2(conj(W)): conj(cs * conj G) = S(y) * G, the conjugation done for
-    # free inside the copy the inverse real transform makes of its input anyway
-    out = torch.fft.hfft2(prod, s=(sh, sw), norm='forward')
+    # irfft2 of conj(cs * conj G) = S(y) * G. cuFFT's inverse real transform copies its input anyway, so
+    # hfft2(W, norm='forward') = irfft2(conj(W)) conjugates inside that copy; MKL's (CPU) reads its input as it
+    # is, and the copy a lazily conjugated input would cost is dearer than conjugating the fresh product in place
+    if prod.is_cuda:
+        out = torch.fft.hfft2(prod, s=(sh, sw), norm='forward')
+    else:
+        out = torch.fft.irfft2(prod.conj_physical_(), s=(sh, sw))
     # flat: inductor cannot order the strides of a symbolic (..., s*w // 2 + 1, 2) layout
     return out, (torch.view_as_real(cs).view(-1) if keep_spectrum else None)
 
