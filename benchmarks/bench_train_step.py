@@ -114,8 +114,36 @@ def leaf_ops(step, device: str) -> tuple[int, int | None]:
     return leaves, kernels
 
 
+BREAKDOWN = ('GEMM/conv', 'FFT', 'copies', 'fused kernels', 'other')
+
+
+def category(name: str) -> str:
+    """The :data:`BREAKDOWN` category of a profiler event name."""
+    if name.startswith('aten::') and (name[6:] in ('mm', 'bmm', 'addmm', 'baddbmm', 'addbmm')
+                                      or 'convolution' in name or 'conv2d' in name):  # _slow_conv2d_*: GEMMs
+        return 'GEMM/conv'
+    if name.startswith('aten::_fft_'):
+        return 'FFT'
+    if name in ('aten::copy_', 'aten::clone', 'aten::contiguous'):
+        return 'copies'
+    if 'CompiledFxGraph' in name or 'cpp_fused' in name:  # a graph call's self time is its fused kernels
+        return 'fused kernels'
+    return 'other'
+
+
+def breakdown(step) -> dict:
+    """ms of one step per :data:`BREAKDOWN` category, from the profiler's self CPU time (on the CPU: where
+    the time goes; on CUDA the host side only)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    totals = dict.fromkeys(BREAKDOWN, 0.0)
+    for avg in prof.key_averages():
+        totals[category(avg.key)] += avg.self_cpu_time_total / 1e3
+    return totals
+
+
 def run(recipe: str, mode: str, device: str, batch: int, size: int, steps: int, warmup: int,
-        memory: bool) -> dict | None:
+        memory: bool, with_breakdown: bool = False) -> dict | None:
     built = build(recipe, mode, device, batch, size)
     if built is None:
         return None
@@ -133,7 +161,8 @@ def run(recipe: str, mode: str, device: str, batch: int, size: int, steps: int, 
     ops, kernels = leaf_ops(step, device)
     peak = peak_bytes(step, device) if memory else None
     return {'ms_per_step': statistics.median(times) * 1e3, 'ms_all': [t * 1e3 for t in times],
-            'leaf_aten_ops': ops, 'cuda_kernels': kernels, 'peak_bytes': peak}
+            'leaf_aten_ops': ops, 'cuda_kernels': kernels, 'peak_bytes': peak,
+            'breakdown_ms': breakdown(step) if with_breakdown else None}
 
 
 def main(argv=None) -> int:
@@ -147,6 +176,7 @@ def main(argv=None) -> int:
     parser.add_argument('--batch', type=int, default=None, help='override every recipe\'s batch size')
     parser.add_argument('--size', type=int, default=None, help='override every recipe\'s (LR) crop size')
     parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--breakdown', action='store_true', help='profile one more step: time per category')
     parser.add_argument('--json', default=None, help='default benchmarks/results/train_step_<device>.json')
     args = parser.parse_args(argv)
     if args.device == 'cpu':
@@ -167,7 +197,8 @@ def main(argv=None) -> int:
         for mode in args.modes:
             if recipe == 'dncnn_baseline' and mode == 'checkpoint':
                 continue
-            res = run(recipe, mode, args.device, batch, size, args.steps, args.warmup, not args.no_memory)
+            res = run(recipe, mode, args.device, batch, size, args.steps, args.warmup, not args.no_memory,
+                      args.breakdown)
             if res is None:
                 print(f'  {mode}: not available', flush=True)
                 continue
@@ -182,6 +213,13 @@ def main(argv=None) -> int:
         peak = f"{res['peak_bytes'] / 2**20:.0f}" if res['peak_bytes'] is not None else 'n/a'
         kernels = f" {res['cuda_kernels']} |" if args.device == 'cuda' else ''
         print(f"| {shape} | {res['mode']} | {res['ms_per_step']:.1f} | {peak} | {res['leaf_aten_ops']} |{kernels}")
+    if args.breakdown:
+        print('\n| recipe | mode | profiled ms | ' + ' | '.join(BREAKDOWN) + ' |')
+        print('|---|---|---:|' + '---:|' * len(BREAKDOWN))
+        for shape, res in rows:
+            parts = res['breakdown_ms']
+            print(f"| {shape} | {res['mode']} | {sum(parts.values()):.0f} | "
+                  + ' | '.join(f'{parts[k]:.0f}' for k in BREAKDOWN) + ' |')
     write_report(report, 'train_step', args.device, args.json)
     return 0
 
