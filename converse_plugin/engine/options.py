@@ -38,6 +38,11 @@ _SafeBase = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
 _MAX_NAME_BYTES = 255  # NAME_MAX of common file systems (ext4, XFS, APFS, NTFS)
 
 
+def _name_bytes(name: str) -> int:
+    """Length of a file or folder name as the file system counts it (UTF-8 bytes)."""
+    return len(name.encode('utf-8', 'surrogatepass'))
+
+
 class _OrderedSafeLoader(_SafeBase):  # type: ignore[misc, valid-type]
     """yaml's safe loader, building mappings as OrderedDict and refusing duplicate keys."""
 
@@ -232,8 +237,8 @@ def _check_required(opt: dict, file: str, is_train: bool) -> None:
     if '/' in opt['name'] or '\\' in opt['name'] or opt['name'].strip() in ('.', '..'):
         # BasicSR joins it under experiments/ or results/ and renames an existing folder of that path
         raise OptionError(f"{file}: name must be a plain folder name (no '/', '\\', '.' or '..'), got {opt['name']!r}")
-    if len(opt['name'].encode('utf-8', 'surrogatepass')) > _MAX_NAME_BYTES:
-        raise OptionError(f"{file}: name is {len(opt['name'].encode('utf-8', 'surrogatepass'))} bytes long; file systems "
+    if _name_bytes(opt['name']) > _MAX_NAME_BYTES:
+        raise OptionError(f"{file}: name is {_name_bytes(opt['name'])} bytes long; file systems "
                           f'allow at most {_MAX_NAME_BYTES} per folder name')
     for key, value in opt['path'].items():
         if value is None:
@@ -245,10 +250,10 @@ def _check_required(opt: dict, file: str, is_train: bool) -> None:
         if str(key).startswith('param_key') and not isinstance(value, str):
             raise OptionError(f'{file}: path:{key} must be a key name (a string) or ~, got {value!r}')
     for key, value in opt['path'].items():
-        too_long = [part for part in str(value).replace('\\', '/').split('/')
-                    if len(part.encode('utf-8', 'surrogatepass')) > _MAX_NAME_BYTES] if isinstance(value, str) else []
-        if too_long:
-            raise OptionError(f'{file}: path:{key}: a part of the path is {len(too_long[0].encode("utf-8", "surrogatepass"))} '
+        parts = value.replace('\\', '/').split('/') if isinstance(value, str) else []
+        longest = max(map(_name_bytes, parts), default=0)
+        if longest > _MAX_NAME_BYTES:
+            raise OptionError(f'{file}: path:{key}: a part of the path is {longest} '
                               f'bytes long; file systems allow at most {_MAX_NAME_BYTES} per name')
     for key, value in opt['path'].items():
         # BasicSR's make_exp_dirs makes a folder of every other path: entry

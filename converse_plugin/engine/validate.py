@@ -284,7 +284,6 @@ def _build_optimizer(file: str, where: str, optim: Mapping) -> Any:
         optimizer = torch.optim.Adam([param], lr, **kwargs)
         param.grad = torch.ones(1)
         optimizer.step()  # one step on a dummy parameter: options its constructor does not check
-        optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr, **kwargs)
         return optimizer
     except Exception as err:  # noqa: BLE001 (any constructor error is a bad option value)
         raise OptionError(f'{file}: {where}: the optimizer rejects these options: {type(err).__name__}: {err}') from None

@@ -93,16 +93,20 @@ def _pad_index(n: int, padding: int, mode: str, device: torch.device) -> torch.T
 Pair = tuple[torch.Tensor, torch.Tensor]  # (real part, imaginary part) of a complex quantity
 
 
+def _dft_tables(n: int, rows: int, offset: int, count: int, dtype: torch.dtype, device: torch.device) -> Pair:
+    u = torch.arange(rows, device=device, dtype=torch.int64)[:, None]
+    a = torch.arange(count, device=device, dtype=torch.int64)[None, :] - offset
+    phase = torch.remainder(u * a, n).to(torch.float64) * (2.0 * math.pi / n)  # exact: integer mod n first
+    return torch.cos(phase).to(dtype), torch.sin(phase).to(dtype)
+
+
 @functools.lru_cache(maxsize=256)
 def _dft_cos_sin_cached(n: int, rows: int, offset: int, count: int, dtype: torch.dtype,
                         device: torch.device) -> Pair:
     # built outside inference mode: a table first made under torch.inference_mode (e.g. by a caller such as
     # spandrel) would be an inference tensor, which later training steps cannot save for backward
     with torch.inference_mode(False), torch.no_grad():
-        u = torch.arange(rows, device=device, dtype=torch.int64)[:, None]
-        a = torch.arange(count, device=device, dtype=torch.int64)[None, :] - offset
-        phase = torch.remainder(u * a, n).to(torch.float64) * (2.0 * math.pi / n)  # exact: integer mod n first
-        return torch.cos(phase).to(dtype), torch.sin(phase).to(dtype)
+        return _dft_tables(n, rows, offset, count, dtype, device)
 
 
 def dft_cos_sin(n: int, rows: int, offset: int, count: int, like: torch.Tensor) -> Pair:
@@ -110,10 +114,7 @@ def dft_cos_sin(n: int, rows: int, offset: int, count: int, like: torch.Tensor) 
     device: the DFT matrix is exp(-i theta) = cos - i sin. Cached in eager mode (the tables depend only on
     the sizes); under torch.compile computed in the graph (the sizes may be symbolic; inductor fuses it)."""
     if torch.compiler.is_compiling():
-        u = torch.arange(rows, device=like.device, dtype=torch.int64)[:, None]
-        a = torch.arange(count, device=like.device, dtype=torch.int64)[None, :] - offset
-        phase = torch.remainder(u * a, n).to(torch.float64) * (2.0 * math.pi / n)
-        return torch.cos(phase).to(like.dtype), torch.sin(phase).to(like.dtype)
+        return _dft_tables(n, rows, offset, count, like.dtype, like.device)
     return _dft_cos_sin_cached(n, rows, offset, count, like.dtype, like.device)
 
 
