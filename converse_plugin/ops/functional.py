@@ -75,6 +75,12 @@ def pad_input(x: torch.Tensor, padding: int, padding_mode: str) -> torch.Tensor:
         # promises a contiguous one (a stride assertion at run time); a gather also fuses
         return x.index_select(-2, _pad_index(x.shape[-2], padding, mode, x.device)).index_select(
             -1, _pad_index(x.shape[-1], padding, mode, x.device))
+    if mode == 'circular' and torch.compiler.is_compiling():
+        # as two concatenations: inductor lowers aten's circular pad to one loop whose every element picks
+        # its source region through masked loads (recomputing what is fused before it per region); a
+        # concatenation writes each region with plain loads (2x faster forward and backward on the CPU)
+        x = torch.cat((x[..., -padding:, :], x, x[..., :padding, :]), dim=-2)
+        return torch.cat((x[..., -padding:], x, x[..., :padding]), dim=-1)
     return F.pad(x, (padding, ) * 4, mode=mode)
 
 

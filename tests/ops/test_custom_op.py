@@ -57,11 +57,13 @@ def test_frozen_kernel_and_frozen_input_paths(scale):
     torch.testing.assert_close(gw_only, gw, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize('scale', (1, 2, 3))
-def test_layer_compiles_fullgraph_with_dynamic_shapes(scale):
+@pytest.mark.parametrize('scale,mode', [(1, 'circular'), (2, 'replicate'), (3, 'reflect'), (1, 'zeros'),
+                                        (2, 'circular'), (1, 'replicate')])
+def test_layer_compiles_fullgraph_with_dynamic_shapes(scale, mode):
+    """Every padding mode (compiled code pads with gathers and concatenations, eager with F.pad)."""
     torch._dynamo.reset()
     torch.manual_seed(scale)
-    layer = Converse2D(4, 4, 3, scale=scale, padding=2, padding_mode='replicate')
+    layer = Converse2D(4, 4, 3, scale=scale, padding=2, padding_mode=mode)
     compiled = torch.compile(layer, fullgraph=True, dynamic=True)
     for size in ((9, 10), (12, 7)):
         x = torch.rand(2, 4, *size, requires_grad=True)
