@@ -4,8 +4,11 @@
         [--modes eager compile bf16 checkpoint] [--steps 5] [--threads 1] [--batch B] [--size S]
         [--json benchmarks/results/train_step_cpu.json]
 
-A step is forward + L1 loss + backward + Adam: in eager modes ``fused=True`` (one kernel for all
-parameters), in the compile mode the model and ``opt.step`` are both compiled (inductor fuses the update). Per recipe and mode it reports:
+A step is forward + L1 loss + backward + Adam. ``--adam auto`` (default): in eager modes ``fused=True`` (one
+kernel for all parameters), in the compile mode the model and ``opt.step`` are both compiled (inductor fuses
+the update). ``--adam default``: ``torch.optim.Adam`` with its defaults, never compiled: what ``basicsr train``
+builds from ``optim_g: {type: Adam}`` (``train: compile`` compiles the network only); ``--adam fused``: the
+same with ``fused: true`` under ``optim_g``. Per recipe and mode it reports:
 
 - ms/step: median over ``--steps`` timed steps after warm-up steps (compilation happens there);
 - peak memory of one step over what existed before it (CUDA: ``torch.cuda.max_memory_allocated``; CPU:
@@ -49,6 +52,7 @@ RECIPES = {
     'usrnet': ('ConverseUSRNet', {}, 3, (16, 128), (2, 32), 1, True),
 }
 MODES = ('eager', 'compile', 'bf16', 'checkpoint')
+ADAMS = ('auto', 'default', 'fused')
 
 
 def sync(device: str) -> None:
@@ -56,7 +60,7 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def build(recipe: str, mode: str, device: str, batch: int, size: int):
+def build(recipe: str, mode: str, device: str, batch: int, size: int, adam: str = 'auto'):
     """(model, step function) for one recipe and mode, or None when the mode does not apply."""
     import converse_plugin  # noqa: F401  (registers the architectures)
     from basicsr.utils.registry import ARCH_REGISTRY
@@ -72,7 +76,8 @@ def build(recipe: str, mode: str, device: str, batch: int, size: int):
     net = cls(**kwargs).to(device).train()
     # eager: the fused Adam kernel; compile: Adam's update compiled too (inductor fuses it; a fused or
     # foreach Adam in eager costs a few aten ops per parameter, which would dominate the compiled count)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4, fused=mode != 'compile')
+    fused = {'auto': mode != 'compile', 'default': None, 'fused': True}[adam]
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4, fused=fused)
     x = torch.rand(batch, ch, size, size, device=device)
     gt = torch.rand(batch, ch, size * up, size * up, device=device)
     args = (x, )
@@ -80,7 +85,7 @@ def build(recipe: str, mode: str, device: str, batch: int, size: int):
         k = torch.rand(batch, 1, 7, 7, device=device)
         args = (x, k / k.sum(dim=(-2, -1), keepdim=True))
     model = torch.compile(net) if mode == 'compile' else net
-    opt_step = torch.compile(opt.step) if mode == 'compile' else opt.step
+    opt_step = torch.compile(opt.step) if mode == 'compile' and adam == 'auto' else opt.step
 
     def step():
         with torch.autocast(device, dtype=torch.bfloat16, enabled=mode == 'bf16'):
@@ -143,8 +148,8 @@ def breakdown(step) -> dict:
 
 
 def run(recipe: str, mode: str, device: str, batch: int, size: int, steps: int, warmup: int,
-        memory: bool, with_breakdown: bool = False) -> dict | None:
-    built = build(recipe, mode, device, batch, size)
+        memory: bool, with_breakdown: bool = False, adam: str = 'auto') -> dict | None:
+    built = build(recipe, mode, device, batch, size, adam)
     if built is None:
         return None
     _, step = built
@@ -170,6 +175,9 @@ def main(argv=None) -> int:
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
     parser.add_argument('--recipes', nargs='+', default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument('--modes', nargs='+', default=list(MODES), choices=list(MODES))
+    parser.add_argument('--adam', default='auto', choices=ADAMS,
+                        help='auto: fused in eager, compiled with the model; default: torch.optim.Adam() as '
+                             'basicsr train builds it; fused: Adam(fused=True)')
     parser.add_argument('--steps', type=int, default=5, help='timed steps (median)')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=1, help='torch.set_num_threads (CPU)')
@@ -186,7 +194,7 @@ def main(argv=None) -> int:
                f'{torch.get_num_threads()} torch threads')
     print(f'# Training step on {args.device} ({machine}), torch {torch.__version__}, median of {args.steps}')
     report = {'device': args.device, 'machine': machine, 'torch': torch.__version__, 'steps': args.steps,
-              'results': {}}
+              'adam': args.adam, 'results': {}}
     rows = []
     for recipe in args.recipes:
         arch, _, ch, cuda_shape, cpu_shape, up, _ = RECIPES[recipe]
@@ -198,7 +206,7 @@ def main(argv=None) -> int:
             if recipe == 'dncnn_baseline' and mode == 'checkpoint':
                 continue
             res = run(recipe, mode, args.device, batch, size, args.steps, args.warmup, not args.no_memory,
-                      args.breakdown)
+                      args.breakdown, args.adam)
             if res is None:
                 print(f'  {mode}: not available', flush=True)
                 continue

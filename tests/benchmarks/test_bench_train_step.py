@@ -40,3 +40,17 @@ def test_breakdown_splits_a_step_by_category():
     for key in ('GEMM/conv', 'FFT', 'copies', 'other'):
         assert parts[key] > 0, (key, parts)
     assert parts['fused kernels'] == 0
+
+
+def test_adam_choice_reaches_the_step():
+    """--adam default is torch.optim.Adam as BasicSR builds it (a loop of aten ops per parameter), fused one
+    kernel for all; neither is compiled in the compile mode, auto is (no aten ops of the update left)."""
+    def ops(mode, adam):
+        _, step = bts.build('dncnn_baseline', mode, 'cpu', 1, 8, adam)
+        step()
+        return bts.leaf_ops(step, 'cpu')[0]
+
+    default, fused = ops('eager', 'default'), ops('eager', 'fused')
+    assert ops('eager', 'auto') == fused
+    assert default > fused + 5 * 17  # DnCNN: 17 convolutions, 34 tensors, several ops each
+    assert ops('compile', 'default') - ops('compile', 'auto') > default - fused - 20

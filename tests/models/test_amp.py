@@ -8,7 +8,7 @@ import torch
 
 import converse_plugin  # noqa: F401
 from converse_plugin.models import ConverseDeblurModel
-from converse_plugin.models.training_speed import parse_amp, parse_compile
+from converse_plugin.models.training_speed import fuse_optimizer, parse_amp, parse_compile
 from converse_plugin.io.checkpoint import load_state_dict_file, read_safetensors_metadata
 from converse_plugin.errors import OptionError
 
@@ -131,6 +131,30 @@ def test_compile_keeps_state_dict_names(tmp_path):
     model.feed_data(denoising_batch(0))
     model.optimize_parameters(1)
     assert model.log_dict['l_pix'] > 0
+
+
+@pytest.mark.parametrize('compile_,optim,fused', [
+    ({'backend': 'eager'}, {}, True),                       # compile: Adam gets the fused update
+    ({'backend': 'eager'}, {'foreach': False}, None),       # the user's choice is kept
+    ({'backend': 'eager'}, {'fused': False}, False),
+    (False, {}, None),                                      # no compile: BasicSR's Adam unchanged
+])
+def test_compile_fuses_an_adam_that_chooses_no_implementation(tmp_path, compile_, optim, fused):
+    opt = make_opt(tmp_path, compile_=compile_)
+    opt['train']['optim_g'].update(optim)
+    model = ConverseDeblurModel(opt)
+    assert model.optimizer_g.defaults['fused'] is fused
+    model.feed_data(denoising_batch(0))
+    model.optimize_parameters(1)
+    assert model.log_dict['l_pix'] > 0
+
+
+def test_fuse_optimizer_only_touches_adam_and_adamw():
+    assert fuse_optimizer({'type': 'AdamW', 'lr': 1e-3}) is True
+    for optim in ({'type': 'SGD', 'lr': 1e-3}, {'type': 'Adam', 'foreach': True}, None, 'Adam'):
+        before = copy.deepcopy(optim)
+        assert fuse_optimizer(optim) is False
+        assert optim == before
 
 
 def test_save_format_safetensors_writes_both(tmp_path):
