@@ -182,16 +182,22 @@ def kernel_otf(weight: torch.Tensor, height: int, width: int, half: bool = False
 
 
 def _depthwise_correlate(x: torch.Tensor, kernel: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
-    """Cross-correlation of each (..., m, n) array, zero-padded by (pad_h, pad_w), with its own kernel."""
-    lead = x.shape[:-2]
+    """Cross-correlation of each (..., m, n) array, zero-padded by (pad_h, pad_w), with its own kernel
+    (same leading shape): out[..., i, j] = sum_ab xpad[..., i + a, j + b] kernel[..., a, b].
+
+    Patches and a product over them, not a grouped convolution: these arrays are kernel-sized, and a
+    convolution in the graph makes inductor prefer channels-last layouts for its neighbours, whose symbolic
+    strides it then cannot order under dynamic shapes (ConverseUSRNet with sf > 1 failed to compile)."""
+    lead, (m, n), (kh, kw) = x.shape[:-2], x.shape[-2:], kernel.shape[-2:]
     dtype = x.dtype
     if x.is_cuda and dtype == torch.float32:
-        # exact float32 on GPUs too: cuDNN's TF32 convolutions (on by default) would cost the filter 3 digits;
-        # float64 has no TF32 mode (and, unlike a cudnn.flags block, traces under torch.compile)
+        # exact float32 on GPUs too: a TF32 matmul mode (if a user turns it on) would cost the filter 3
+        # digits; float64 has none
         x, kernel = x.double(), kernel.double()
-    flat = x.reshape(1, -1, *x.shape[-2:])
-    out = F.conv2d(flat, kernel.reshape(-1, 1, *kernel.shape[-2:]), padding=(pad_h, pad_w), groups=flat.shape[1])
-    out = out.reshape(*lead, *out.shape[-2:])
+    flat = F.pad(x.reshape(-1, 1, m, n), (pad_w, pad_w, pad_h, pad_h))
+    patches = F.unfold(flat, (kh, kw))  # (N, kh * kw, L)
+    out = (patches * kernel.reshape(-1, kh * kw, 1)).sum(1)
+    out = out.reshape(*lead, m + 2 * pad_h - kh + 1, n + 2 * pad_w - kw + 1)
     return out if out.dtype == dtype else out.to(dtype)
 
 

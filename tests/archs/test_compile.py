@@ -67,11 +67,11 @@ def test_fullgraph_compile_equals_eager(name):
     torch.testing.assert_close(out2, net(*args2).detach(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('sf,dynamic', [(1, True), (2, None)])
+@pytest.mark.parametrize('sf,dynamic', [(1, True), (2, True), (2, None)])
 def test_usrnet_per_sample_kernels_compile(sf, dynamic):
-    """The data step with per-sample kernels, s = sf; dynamic=True from the start (sf = 1) or automatic
-    dynamic shapes after a size change (sf = 2: with a symbolic batch too, inductor 2.14 fails to order the
-    strides of the GEMM outputs at the 2x size, a known limitation)."""
+    """The data step with per-sample kernels, s = sf; dynamic=True from the start or automatic dynamic shapes
+    after a size change. (sf = 2 with dynamic=True failed inside inductor while the s > 1 filter used a grouped
+    convolution: inductor then preferred channels-last strides it could not order symbolically.)"""
     torch._dynamo.reset()
     net, ch, _, _ = make('ConverseUSRNet')
     compiled = torch.compile(net, fullgraph=True, dynamic=dynamic)
