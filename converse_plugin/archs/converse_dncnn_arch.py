@@ -4,7 +4,7 @@ from __future__ import annotations
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from converse_plugin.archs.converse_block import ConverseBlock, run_blocks
+from converse_plugin.archs.converse_block import ConverseBlock, run_blocks, run_layers
 
 
 @ARCH_REGISTRY.register()
@@ -35,5 +35,5 @@ class ConverseDnCNN(nn.Module):
         self.m_tail = nn.Sequential(nn.Conv2d(num_feat, num_out_ch, 1))
 
     def forward(self, x):
-        out = self.m_tail(run_blocks(self.m_body, self.m_head(x), self.checkpoint_blocks))
+        out = run_layers(self.m_tail, run_blocks(self.m_body, run_layers(self.m_head, x), self.checkpoint_blocks))
         return x + out if self.residual else out

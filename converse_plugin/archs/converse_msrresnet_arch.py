@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from converse_plugin.archs.converse_block import ConverseBlock, make_operator, run_blocks
+from converse_plugin.archs.converse_block import ConverseBlock, apply_layer, make_operator, run_blocks
 
 
 def upsample_factors(upscale: int) -> list[int]:
@@ -54,10 +54,10 @@ class ConverseMSRResNet(nn.Module):
 
     def forward(self, x):
         ckpt = self.checkpoint_blocks
-        feat = run_blocks(self.conv_body, self.act(self.conv_first(x)), ckpt)
+        feat = run_blocks(self.conv_body, self.act(apply_layer(self.conv_first, x)), ckpt)
         for i in range(1, len(self.factors) + 1):
             feat = self.act(getattr(self, f'up{i}')(run_blocks([getattr(self, f'upconv{i}')], feat, ckpt)))
-        out = self.conv_last(self.act(run_blocks([self.conv_hres], feat, ckpt)))
+        out = apply_layer(self.conv_last, self.act(run_blocks([self.conv_hres], feat, ckpt)))
         if self.upscale == 1:
             return out + x
         return out + F.interpolate(x, scale_factor=self.upscale, mode='bilinear', align_corners=False)

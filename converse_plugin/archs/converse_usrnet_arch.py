@@ -6,6 +6,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from converse_plugin.archs.converse_block import apply_layer
 from converse_plugin.archs.conversenet_arch import ConversePrior
 from converse_plugin.ops import converse2d
 
@@ -96,7 +97,7 @@ class ConverseUSRNet(nn.Module):
     def forward(self, x: torch.Tensor, kernel: torch.Tensor, sf: int = 1) -> torch.Tensor:
         kernel = self._check_kernel(x, kernel)
         kfeat = self.kernelnet(kernel)
-        x = self.conv1(x)
+        x = apply_layer(self.conv1, x)
         for i in range(self.num_iter):
-            x = self.p(self.d(x, self.convs[i](kfeat), sf if i == 0 else 1))
-        return self.conv2(x)
+            x = self.p(self.d(x, apply_layer(self.convs[i], kfeat), sf if i == 0 else 1))
+        return apply_layer(self.conv2, x)

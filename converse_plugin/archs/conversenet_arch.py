@@ -5,7 +5,7 @@ from __future__ import annotations
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from converse_plugin.archs.converse_block import ConverseBlock, run_blocks
+from converse_plugin.archs.converse_block import ConverseBlock, apply_layer, run_blocks
 
 
 class ConversePrior(nn.Module):
@@ -47,7 +47,7 @@ class ConverseNet(nn.Module):
         self.conv2 = nn.Conv2d(num_feat, num_out_ch, 1)
 
     def forward(self, x):
-        x = self.conv1(x)
+        x = apply_layer(self.conv1, x)
         for _ in range(self.num_iter):
             x = self.p(x)
-        return self.conv2(x)
+        return apply_layer(self.conv2, x)
