@@ -267,9 +267,9 @@ def converse_filter(weight: torch.Tensor, lam: torch.Tensor, scale: int, height:
 
 def converse_filter_conj(weight: torch.Tensor, lam: torch.Tensor, scale: int, height: int, width: int,
                          cos_sin=dft_cos_sin) -> torch.Tensor:
-    """conj(G) as real pairs, (Bk, C, s*h, s*w // 2 + 1, 2): the filter argument of
+    """conj(G) as its real and imaginary planes, (2, Bk, C, s*h, s*w // 2 + 1): the filter argument of
     ``torch.ops.converse.apply_filter`` (see :mod:`converse_plugin.ops.library`)."""
-    return torch.stack(converse_filter_pair(weight, lam, scale, height, width, cos_sin, conj=True), dim=-1)
+    return torch.stack(converse_filter_pair(weight, lam, scale, height, width, cos_sin, conj=True))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ def converse2d(x: torch.Tensor,
         padding: pixels padded on every side before the transform (cropped as p * s after).
         padding_mode: 'circular', 'replicate', 'reflect' or 'zeros'.
         filt: a precomputed filter for this grid, :func:`converse_filter` (complex G) or
-            :func:`converse_filter_conj` (real pairs of conj G); used by the module's inference cache.
+            :func:`converse_filter_conj` (the planes of conj G); used by the module's inference cache.
             Ignored by ``impl='real'``.
         impl: 'fft' (the custom operator; default) or 'real' (the export form: real arithmetic, DFT tables
             for symbolic sizes, no custom operator). None: 'fft', unless
@@ -378,7 +378,7 @@ def _apply(y: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int,
         else:
             filt = converse_filter_conj(weight, lam, scale, h, w)
     elif filt.is_complex():  # G from converse_filter
-        filt = torch.view_as_real(filt.conj().resolve_conj())
+        filt = torch.stack((filt.real, -filt.imag))
     if compiling or (torch.is_grad_enabled() and (y.requires_grad or filt.requires_grad)):
         return torch.ops.converse.apply_filter(y, filt, scale)[0]
     return apply_filter_impl(y, filt, scale, keep_spectrum=False)[0]
