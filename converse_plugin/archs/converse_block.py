@@ -183,8 +183,11 @@ def apply_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return pointwise_conv(layer, x) if torch.compiler.is_compiling() and _is_pointwise(layer) else layer(x)
 
 
-def run_layers(layers: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """Apply ``layers`` in order with :func:`apply_layer`."""
+def run_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layers(x)``; under torch.compile each layer with :func:`apply_layer` (in eager mode the Sequential
+    itself runs, so forward hooks on it still fire)."""
+    if not torch.compiler.is_compiling():
+        return layers(x)
     for layer in layers:
         x = apply_layer(layer, x)
     return x
