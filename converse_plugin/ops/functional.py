@@ -187,18 +187,13 @@ def _depthwise_correlate(x: torch.Tensor, kernel: torch.Tensor, pad_h: int, pad_
 
     Patches and a product over them, not a grouped convolution: these arrays are kernel-sized, and a
     convolution in the graph makes inductor prefer channels-last layouts for its neighbours, whose symbolic
-    strides it then cannot order under dynamic shapes (ConverseUSRNet with sf > 1 failed to compile)."""
+    strides it then cannot order under dynamic shapes (ConverseUSRNet with sf > 1 failed to compile). Plain
+    products and sums are exact float32 on GPUs too (cuDNN's TF32 convolutions, on by default, were not)."""
     lead, (m, n), (kh, kw) = x.shape[:-2], x.shape[-2:], kernel.shape[-2:]
-    dtype = x.dtype
-    if x.is_cuda and dtype == torch.float32:
-        # exact float32 on GPUs too: a TF32 matmul mode (if a user turns it on) would cost the filter 3
-        # digits; float64 has none
-        x, kernel = x.double(), kernel.double()
     flat = F.pad(x.reshape(-1, 1, m, n), (pad_w, pad_w, pad_h, pad_h))
     patches = F.unfold(flat, (kh, kw))  # (N, kh * kw, L)
     out = (patches * kernel.reshape(-1, kh * kw, 1)).sum(1)
-    out = out.reshape(*lead, m + 2 * pad_h - kh + 1, n + 2 * pad_w - kw + 1)
-    return out if out.dtype == dtype else out.to(dtype)
+    return out.reshape(*lead, m + 2 * pad_h - kh + 1, n + 2 * pad_w - kw + 1)
 
 
 def _aliased_spectra(weight: torch.Tensor, scale: int, height: int, width: int, cos_sin=dft_cos_sin) -> tuple:
