@@ -217,9 +217,10 @@ def _aliased_spectra(weight: torch.Tensor, scale: int, height: int, width: int, 
 
 
 def converse_filter_pair(weight: torch.Tensor, lam: torch.Tensor, scale: int, height: int, width: int,
-                         cos_sin=dft_cos_sin, conj: bool = False) -> Pair:
+                         cos_sin=dft_cos_sin, conj: bool = False, full: bool = False) -> Pair:
     """The transfer function G of the operator as (real, imag), in rfft2 layout, in real arithmetic
-    (``conj``: those of conj(G), the form :func:`converse_filter_conj` hands to the custom operator).
+    (``conj``: those of conj(G), the form :func:`converse_filter_conj` hands to the custom operator; ``full``:
+    all s*w columns instead of the rfft2 half).
 
     Args:
         weight: (Bk, C, k, k) kernels (Bk = 1 for a shared kernel, or the batch size).
@@ -228,16 +229,16 @@ def converse_filter_pair(weight: torch.Tensor, lam: torch.Tensor, scale: int, he
         height, width: the padded input size (h, w); the output grid is (s*h, s*w).
         cos_sin: the DFT table function (see :func:`kernel_otf_pair`).
     Returns:
-        two (Bk, C, s*h, s*w // 2 + 1) real tensors.
+        two (Bk, C, s*h, s*w // 2 + 1) real tensors (s*w columns if ``full``).
     """
     sh, sw = scale * height, scale * width
-    fr, fi = kernel_otf_pair(weight, sh, sw, half=True, cos_sin=cos_sin)
+    fr, fi = kernel_otf_pair(weight, sh, sw, half=not full, cos_sin=cos_sin)
     if scale == 1:
         # G = 1 + conj(F)(1 - F) / (|F|^2 + lam)  ==  (conj F + lam) / (|F|^2 + lam)
         inv = torch.reciprocal(fr * fr + fi * fi + lam)
         return (fr + lam) * inv, (fi * inv if conj else -fi * inv)
     # Bhat, the transform of the s x s box at [0, s)^2, separable: (sum_a e^{-i th_u a}) (sum_b e^{-i th_v b})
-    cols = sw // 2 + 1  # <= s * w: tiling s x s and cutting covers the half spectrum
+    cols = sw if full else sw // 2 + 1  # <= s * w: tiling s x s and cutting covers the half spectrum
     ch, sh_ = cos_sin(sh, sh, 0, scale, weight)
     cw, sw_ = cos_sin(sw, cols, 0, scale, weight)
     bhr, bhi = ch.sum(-1)[:, None], -sh_.sum(-1)[:, None]
@@ -261,10 +262,11 @@ def converse_filter(weight: torch.Tensor, lam: torch.Tensor, scale: int, height:
 
 
 def converse_filter_conj(weight: torch.Tensor, lam: torch.Tensor, scale: int, height: int, width: int,
-                         cos_sin=dft_cos_sin) -> torch.Tensor:
+                         cos_sin=dft_cos_sin, full: bool = False) -> torch.Tensor:
     """conj(G) as its real and imaginary planes, (2, Bk, C, s*h, s*w // 2 + 1): the filter argument of
-    ``torch.ops.converse.apply_filter`` (see :mod:`converse_plugin.ops.library`)."""
-    return torch.stack(converse_filter_pair(weight, lam, scale, height, width, cos_sin, conj=True))
+    ``torch.ops.converse.apply_filter`` (see :mod:`converse_plugin.ops.library`). ``full``: all s*w columns,
+    (2, Bk, C, s*h, s*w), which selects the operator's paired form for s = 1 and Bk = 1."""
+    return torch.stack(converse_filter_pair(weight, lam, scale, height, width, cos_sin, conj=True, full=full))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -371,12 +373,21 @@ def _apply(y: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int,
             # the backward pass instead of keeping them beside the activations (cheap next to the FFTs)
             filt = checkpoint(converse_filter_conj, weight, lam, scale, h, w, use_reentrant=False)
         else:
-            filt = converse_filter_conj(weight, lam, scale, h, w)
+            filt = converse_filter_conj(weight, lam, scale, h, w, full=_pairs_pay(y, weight, scale))
     elif filt.is_complex():  # G from converse_filter
         filt = torch.stack((filt.real, -filt.imag))
     if compiling or (torch.is_grad_enabled() and (y.requires_grad or filt.requires_grad)):
         return torch.ops.converse.apply_filter(y, filt, scale)[0]
     return apply_filter_impl(y, filt, scale, keep_spectrum=False)[0]
+
+
+def _pairs_pay(y: torch.Tensor, weight: torch.Tensor, scale: int) -> bool:
+    """Whether the custom operator's paired form (two samples per complex FFT, see
+    :mod:`converse_plugin.ops.library`) is used: on the CPU, for s = 1, a shared kernel and a batch of two or
+    more. On the CPU, MKL's real transforms and PyTorch's inverse real 2-D transform (two layout copies) cost
+    more than complex ones on half as many images; on CUDA, cuFFT's real transforms do not."""
+    return (y.device.type == 'cpu' and scale == 1 and weight.shape[0] == 1 and y.shape[0] >= 2
+            and y.shape[-1] > 2)
 
 
 def converse2d_real(x: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int = 1, padding: int = 2,

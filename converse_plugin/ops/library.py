@@ -7,7 +7,8 @@ symbolic sizes) or a Python autograd Function (a graph break).
         -> (grad_y, grad_filt_conj)
 
 ``y`` (B, C, h, w) real is the padded input; ``filt_conj`` (2, Bk, C, s*h, s*w // 2 + 1) holds the real and
-imaginary parts of the conjugate of the transfer function G
+imaginary parts of the conjugate of the transfer function G (or (2, 1, C, h, w), all columns: the paired form
+below)
 (:func:`converse_plugin.ops.functional.converse_filter_conj`), Bk = 1 or B. Planar, not interleaved pairs:
 the gradient flows back into the kernel-sized filter code as two contiguous planes, which inductor reduces
 with plain vector loads (interleaved pairs made it transpose 16 x 16 tiles: 4.5 instead of 0.36 ms a layer).
@@ -22,6 +23,16 @@ filter is kernel-sized; S(y) is conjugated in place, or inside the column tiling
 Passes over full-size (s*h, s*w) data per call: forward one inverse real FFT; backward one forward real
 FFT, the two products the adjoints need, and for s > 1 an inverse FFT on the row-folded (h, s*w) grid
 instead of the (s*h, s*w) one (taking pixels (0::s, 0::s) is a fold of the spectrum's s row aliases).
+
+The paired form (s = 1, a shared kernel, a full-width filter (2, 1, C, h, w)): samples i and i + m of the batch,
+m = ceil(B / 2), travel as the real and imaginary parts of one complex image (a zero image pads an odd batch).
+Both see the same filter, which is Hermitian, so one complex FFT pair on m images gives both outputs, and the
+backward works on the same pairs (the filter gradient's cross terms between the two samples are anti-Hermitian
+and vanish in the kernel-sized code that made the full filter). Same arithmetic, half the transforms, all of
+them complex to complex: on the CPU, MKL's real transforms of sizes with a large prime factor and the copies
+PyTorch's inverse real 2-D transform makes cost more than that (ConverseDnCNN's 76 = 4 * 19 grid, B4 x 128
+channels: fft2 + ifft2 of the pairs 17 ms, rfft2 + irfft2 29 ms). ``spec_conj`` is then the conjugated pair
+spectrum, (m * C * h * w * 2,).
 Nothing here imports anything outside torch.
 """
 from __future__ import annotations
@@ -52,9 +63,67 @@ def _as_complex(filt: Tensor) -> Tensor:
     return torch.complex(filt[0], filt[1])
 
 
+def is_paired(filt_conj: Tensor, scale: int, width: int) -> bool:
+    """Whether a filter argument selects the paired form: s = 1, a shared kernel, all ``width`` columns."""
+    return scale == 1 and filt_conj.shape[1] == 1 and filt_conj.shape[-1] == width and width > 2
+
+
+def _pair(x: Tensor) -> Tensor:
+    """(B, C, h, w) real -> (m, C, h, w) complex, samples i and i + m as real and imaginary parts."""
+    m = (x.shape[0] + 1) // 2
+    hi = x[m:]
+    if hi.shape[0] < m:
+        hi = torch.cat((hi, hi.new_zeros(1, *hi.shape[1:])))
+    return torch.complex(x[:m], hi)
+
+
+def _unpair(z: Tensor, batch: int, imag_sign: float = 1.0, scale: float = 1.0) -> Tensor:
+    """Inverse of :func:`_pair` on (m, C, h, w) complex: the real parts, then ``imag_sign`` times the imaginary
+    parts, times ``scale``, as (batch, C, h, w) real (one pass)."""
+    m = z.shape[0]
+    out = z.real.new_empty(batch, *z.shape[1:])
+    torch.mul(z.real, scale, out=out[:m])
+    torch.mul(z.imag[:batch - m], imag_sign * scale, out=out[m:])
+    return out
+
+
+def _apply_paired(y: Tensor, filt_conj: Tensor, keep_spectrum: bool):
+    b, _, h, w = y.shape
+    czy = torch.fft.fft2(_pair(y)).conj_physical_()  # conj of the pair spectrum
+    prod = czy * _as_complex(filt_conj) if keep_spectrum else czy.mul_(_as_complex(filt_conj))
+    # prod = conj(Z G); the outputs are ifft2(Z G) = conj(fft2(prod)) / N: a forward transform, then the real
+    # parts and the negated imaginary parts, scaled
+    out = _unpair(torch.fft.fft2(prod), b, -1.0, 1.0 / (h * w))
+    return out, (torch.view_as_real(czy).view(-1) if keep_spectrum else None)
+
+
+def _backward_paired(grad_out: Tensor, spec_conj: Tensor, filt_conj: Tensor, need_input: bool,
+                     need_filter: bool) -> tuple[Tensor, Tensor]:
+    b, c, h, w = grad_out.shape
+    gz = torch.fft.fft2(_pair(grad_out if grad_out.is_contiguous() else grad_out.contiguous()))
+    grad_y = grad_h = grad_out.new_empty(0)
+    if need_filter:
+        czy = torch.view_as_complex(spec_conj.view(-1, c, h, w, 2))
+        # d/dG = sum over pairs of conj(Z) FFT(g) / N; the planes of conj(G) get (real, -imag)
+        grad = (gz * czy if need_input else gz.mul_(czy)).sum(0, keepdim=True)
+        grad_h = torch.stack((grad.real, grad.imag)).mul_(_paired_adjoint(grad_out.dtype, grad_out.device, h * w))
+    if need_input:
+        grad_y = _unpair(torch.fft.ifft2(gz.mul_(_as_complex(filt_conj))), b)
+    return grad_y, grad_h
+
+
+@functools.lru_cache(maxsize=64)
+def _paired_adjoint(dtype: torch.dtype, device: torch.device, numel: int) -> Tensor:
+    """(2, 1, 1, 1, 1) factors (1 / N, -1 / N): the gradient of the planes of conj(G), paired form."""
+    with torch.inference_mode(False), torch.no_grad():  # cached: never an inference tensor (see functional.py)
+        return torch.tensor([1.0 / numel, -1.0 / numel], dtype=dtype, device=device).view(2, 1, 1, 1, 1)
+
+
 def apply_filter_impl(y: Tensor, filt_conj: Tensor, scale: int, keep_spectrum: bool = True):
     """The forward (see the module docstring). ``keep_spectrum=False`` (inference) multiplies in place and
     returns (out, None)."""
+    if is_paired(filt_conj, scale, y.shape[-1]):
+        return _apply_paired(y if y.is_contiguous() else y.contiguous(), filt_conj, keep_spectrum)
     b, c, h, w = y.shape
     sh, sw = scale * h, scale * w
     hc = _as_complex(filt_conj)  # (Bk, C, sh, cols)
@@ -91,6 +160,8 @@ def _half_spectrum_adjoint(cols: int, width: int, numel: int, dtype: torch.dtype
 
 def apply_filter_backward_impl(grad_out: Tensor, spec_conj: Tensor, filt_conj: Tensor, scale: int,
                                need_input: bool, need_filter: bool) -> tuple[Tensor, Tensor]:
+    if is_paired(filt_conj, scale, grad_out.shape[-1]):
+        return _backward_paired(grad_out, spec_conj, filt_conj, need_input, need_filter)
     b, c, sh, sw = grad_out.shape
     h, w = sh // scale, sw // scale
     hc = _as_complex(filt_conj)
@@ -122,7 +193,8 @@ def apply_filter_backward_impl(grad_out: Tensor, spec_conj: Tensor, filt_conj: T
 # ----------------------------------------------------------------------------------------------------
 @torch.library.custom_op('converse::apply_filter', mutates_args=())
 def apply_filter(y: Tensor, filt_conj: Tensor, scale: int) -> tuple[Tensor, Tensor]:
-    """out = irfft2(S(y) * G) (B, C, s*h, s*w) and conj(S(y)) as real pairs (B, C, h, s*w//2+1, 2), flat."""
+    """out = irfft2(S(y) * G) (B, C, s*h, s*w) and conj(S(y)) as real pairs (B, C, h, s*w//2+1, 2), flat (the
+    paired form: the conjugated pair spectrum)."""
     return apply_filter_impl(y, filt_conj, scale)
 
 
@@ -130,6 +202,8 @@ def apply_filter(y: Tensor, filt_conj: Tensor, scale: int) -> tuple[Tensor, Tens
 def _(y, filt_conj, scale):
     b, c, h, w = y.shape
     out = y.new_empty(b, c, scale * h, scale * w)
+    if is_paired(filt_conj, scale, w):
+        return out, y.new_empty((b + 1) // 2 * c * h * w * 2)
     return out, y.new_empty(b * c * h * (scale * w // 2 + 1) * 2)
 
 

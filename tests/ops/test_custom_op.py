@@ -13,12 +13,12 @@ from converse_plugin.ops import Converse2D, converse2d, converse_filter_conj
 from converse_plugin.ops import library  # noqa: F401  (registers the operators)
 
 
-def _args(scale: int, bk: int, dtype=torch.float64, batch: int = 2, size=(6, 7)):
+def _args(scale: int, bk: int, dtype=torch.float64, batch: int = 2, size=(6, 7), full: bool = False):
     g = torch.Generator().manual_seed(10 * scale + bk)
     y = torch.randn(batch, 3, *size, dtype=dtype, generator=g, requires_grad=True)
     weight = torch.randn(bk, 3, 3, 3, dtype=dtype, generator=g)
     lam = torch.rand(1, 3, 1, 1, dtype=dtype, generator=g) + 0.05
-    filt = converse_filter_conj(weight, lam, scale, *size).detach().requires_grad_(True)
+    filt = converse_filter_conj(weight, lam, scale, *size, full=full).detach().requires_grad_(True)
     return y, filt
 
 
@@ -41,13 +41,59 @@ def test_gradcheck_apply_filter(scale, bk):
     assert torch.autograd.gradcheck(lambda a, b: torch.ops.converse.apply_filter(a, b, scale)[0], (y, filt))
 
 
+@pytest.mark.parametrize('batch', (2, 3))
+def test_opcheck_and_gradcheck_paired_form(batch):
+    """The paired form (a full-width filter; odd batches padded with a zero image): schema, fake tensors (its
+    spectrum has another size), autograd registration and the analytic backward."""
+    y, filt = _args(1, 1, torch.float32, batch=batch, full=True)
+    assert library.is_paired(filt, 1, y.shape[-1])
+    opcheck(torch.ops.converse.apply_filter.default, (y, filt, 1))
+    out, spec = torch.ops.converse.apply_filter(y, filt, 1)
+    assert spec.numel() == (batch + 1) // 2 * 3 * 6 * 7 * 2
+    for need_y, need_h in ((True, True), (True, False), (False, True)):
+        opcheck(torch.ops.converse.apply_filter_backward.default,
+                (torch.randn_like(out), spec.detach(), filt.detach(), 1, need_y, need_h))
+    y, filt = _args(1, 1, batch=batch, size=(4, 5), full=True)
+    assert torch.autograd.gradcheck(lambda a, b: torch.ops.converse.apply_filter(a, b, 1)[0], (y, filt))
+
+
+@pytest.mark.parametrize('batch', (2, 3, 5))
+def test_paired_form_equals_the_real_transform_form(batch):
+    """Same outputs and gradients (input, kernel, lambda) from the half filter (real FFTs, one image each)
+    and the full one (complex FFTs, two images each), through the filter code, float64."""
+    g = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, 4, 9, 10, dtype=torch.float64, generator=g)
+    weight = torch.randn(1, 4, 5, 5, dtype=torch.float64, generator=g)
+    bias = torch.randn(1, 4, 1, 1, dtype=torch.float64, generator=g)
+    up = torch.randn(batch, 4, 9, 10, dtype=torch.float64, generator=g)
+    results = []
+    for full in (False, True):
+        xs, ws, bs = (t.clone().requires_grad_(True) for t in (x, weight, bias))
+        filt = converse_filter_conj(ws, torch.sigmoid(bs) + 1e-3, 1, 9, 10, full=full)
+        assert library.is_paired(filt, 1, 10) == full
+        out = torch.ops.converse.apply_filter(xs, filt, 1)[0]
+        results.append((out, *torch.autograd.grad(out, (xs, ws, bs), up)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-11)
+
+
+def test_paired_form_is_chosen_where_it_pays():
+    from converse_plugin.ops.functional import _pairs_pay
+    shared, per_sample = torch.ones(1, 3, 3, 3), torch.ones(4, 3, 3, 3)
+    assert _pairs_pay(torch.zeros(2, 3, 8, 8), shared, 1)
+    assert not _pairs_pay(torch.zeros(1, 3, 8, 8), shared, 1)  # one image: a real transform is cheaper
+    assert not _pairs_pay(torch.zeros(4, 3, 8, 8), per_sample, 1)  # two kernels per pair
+    assert not _pairs_pay(torch.zeros(4, 3, 8, 8), shared, 2)
+    assert not _pairs_pay(torch.zeros(4, 3, 8, 8, device='meta'), shared, 1)  # CPU only
+
+
 @pytest.mark.parametrize('scale', (1, 2))
 def test_frozen_kernel_and_frozen_input_paths(scale):
     """Only the needed gradient is computed (the backward op's need_* flags), and it equals the full one."""
     torch.manual_seed(scale)
     layer = Converse2D(3, 3, 3, scale=scale).double()
-    x = torch.randn(1, 3, 8, 9, dtype=torch.float64, requires_grad=True)
-    up = torch.randn(1, 3, 8 * scale, 9 * scale, dtype=torch.float64)
+    x = torch.randn(3, 3, 8, 9, dtype=torch.float64, requires_grad=True)  # batch 3: the paired form for s = 1
+    up = torch.randn(3, 3, 8 * scale, 9 * scale, dtype=torch.float64)
     gx, gw = torch.autograd.grad(layer(x), (x, layer.weight), up)
     layer.requires_grad_(False)
     gx_only, = torch.autograd.grad(layer(x), x, up)
