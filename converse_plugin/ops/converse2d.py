@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from converse_plugin.ops.functional import (AMBIENT_IMPL, PADDING_MODES, converse2d, converse_filter_conj,
-                                            converse_lambda, pad_input)
+                                            converse_lambda, pad_input, paired_form_pays)
 
 
 class Converse2D(nn.Module):
@@ -71,18 +71,18 @@ class Converse2D(nn.Module):
         return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, scale={self.scale}, '
                 f'padding={self.padding}, padding_mode={self.padding_mode!r}, eps={self.eps}')
 
-    def _filter(self, height: int, width: int, dtype: torch.dtype) -> torch.Tensor | None:
-        """Cached filter for eager inference; None when gradients are needed or under torch.compile
-        (computed inside the graph)."""
+    def _filter(self, height: int, width: int, dtype: torch.dtype, full: bool) -> torch.Tensor | None:
+        """Cached filter for eager inference (``full``: all columns, for the operator's paired form); None when
+        gradients are needed or under torch.compile (computed inside the graph)."""
         if torch.is_grad_enabled() and (self.weight.requires_grad or self.bias.requires_grad):
             return None
-        key = (height, width, dtype, self.weight.device, self.weight._version, self.bias._version,
+        key = (height, width, dtype, full, self.weight.device, self.weight._version, self.bias._version,
                self.weight.data_ptr(), self.bias.data_ptr())
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         with torch.no_grad():
             filt = converse_filter_conj(self.weight.to(dtype), converse_lambda(self.bias, self.eps).to(dtype),
-                                        self.scale, height, width)
+                                        self.scale, height, width, full=full)
         self._cache = (key, filt)
         return filt
 
@@ -98,6 +98,6 @@ class Converse2D(nn.Module):
             height, width = x.shape[-2] + 2 * self.padding, x.shape[-1] + 2 * self.padding
             dtype = torch.float64 if torch.float64 in (x.dtype, self.weight.dtype) else torch.float32
             pad_input(x[:1, :1, :, :], self.padding, self.padding_mode)  # validates before caching
-            filt = self._filter(height, width, dtype)
+            filt = self._filter(height, width, dtype, paired_form_pays(x, self.weight, self.scale))
         return converse2d(x, self.weight, converse_lambda(self.bias, self.eps), self.scale, self.padding,
                           self.padding_mode, filt=filt, impl=self.impl, compute_dtype=self.compute_dtype)

@@ -373,7 +373,7 @@ def _apply(y: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int,
             # the backward pass instead of keeping them beside the activations (cheap next to the FFTs)
             filt = checkpoint(converse_filter_conj, weight, lam, scale, h, w, use_reentrant=False)
         else:
-            filt = converse_filter_conj(weight, lam, scale, h, w, full=_pairs_pay(y, weight, scale))
+            filt = converse_filter_conj(weight, lam, scale, h, w, full=paired_form_pays(y, weight, scale))
     elif filt.is_complex():  # G from converse_filter
         filt = torch.stack((filt.real, -filt.imag))
     if compiling or (torch.is_grad_enabled() and (y.requires_grad or filt.requires_grad)):
@@ -381,7 +381,7 @@ def _apply(y: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int,
     return apply_filter_impl(y, filt, scale, keep_spectrum=False)[0]
 
 
-def _pairs_pay(y: torch.Tensor, weight: torch.Tensor, scale: int) -> bool:
+def paired_form_pays(y: torch.Tensor, weight: torch.Tensor, scale: int) -> bool:
     """Whether the custom operator's paired form (two samples per complex FFT, see
     :mod:`converse_plugin.ops.library`) is used: on the CPU, for s = 1, a shared kernel and a batch of two or
     more. On the CPU, MKL's real transforms and PyTorch's inverse real 2-D transform (two layout copies) cost

@@ -78,13 +78,13 @@ def test_paired_form_equals_the_real_transform_form(batch):
 
 
 def test_paired_form_is_chosen_where_it_pays():
-    from converse_plugin.ops.functional import _pairs_pay
+    from converse_plugin.ops.functional import paired_form_pays
     shared, per_sample = torch.ones(1, 3, 3, 3), torch.ones(4, 3, 3, 3)
-    assert _pairs_pay(torch.zeros(2, 3, 8, 8), shared, 1)
-    assert not _pairs_pay(torch.zeros(1, 3, 8, 8), shared, 1)  # one image: a real transform is cheaper
-    assert not _pairs_pay(torch.zeros(4, 3, 8, 8), per_sample, 1)  # two kernels per pair
-    assert not _pairs_pay(torch.zeros(4, 3, 8, 8), shared, 2)
-    assert not _pairs_pay(torch.zeros(4, 3, 8, 8, device='meta'), shared, 1)  # CPU only
+    assert paired_form_pays(torch.zeros(2, 3, 8, 8), shared, 1)
+    assert not paired_form_pays(torch.zeros(1, 3, 8, 8), shared, 1)  # one image: a real transform is cheaper
+    assert not paired_form_pays(torch.zeros(4, 3, 8, 8), per_sample, 1)  # two kernels per pair
+    assert not paired_form_pays(torch.zeros(4, 3, 8, 8), shared, 2)
+    assert not paired_form_pays(torch.zeros(4, 3, 8, 8, device='meta'), shared, 1)  # CPU only
 
 
 @pytest.mark.parametrize('scale', (1, 2))
@@ -164,3 +164,17 @@ def test_ops_sources_import_only_torch_and_ops():
                 top = name.split('.')[0]
                 assert top in ('torch', '__future__', 'functools', 'math', 'contextlib', 'collections',
                                'typing') or name.startswith('converse_plugin.ops'), f'{path.name} imports {name}'
+
+
+def test_inference_cache_keeps_one_filter_per_form():
+    """Eval mode caches the filter; a batch of one (real transforms) and of three (paired form) each get
+    the right width and the same numbers as the uncached computation."""
+    torch.manual_seed(0)
+    layer = Converse2D(3, 3, 5, padding=4).double().eval()
+    x = torch.randn(3, 3, 10, 11, dtype=torch.float64)
+    with torch.no_grad():
+        for batch, width in ((1, 19 // 2 + 1), (3, 19), (1, 19 // 2 + 1)):
+            out = layer(x[:batch])
+            assert layer._cache[1].shape[-1] == width
+            ref = converse2d(x[:batch], layer.weight, torch.sigmoid(layer.bias - 9) + layer.eps, 1, 4)
+            torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
