@@ -385,9 +385,10 @@ def paired_form_pays(y: torch.Tensor, weight: torch.Tensor, scale: int) -> bool:
     """Whether the custom operator's paired form (two samples per complex FFT, see
     :mod:`converse_plugin.ops.library`) is used: on the CPU, for s = 1, a shared kernel and a batch of two or
     more. On the CPU, MKL's real transforms and PyTorch's inverse real 2-D transform (two layout copies) cost
-    more than complex ones on half as many images; on CUDA, cuFFT's real transforms do not."""
+    more than complex ones on half as many images; on CUDA, cuFFT's real transforms do not. Not while
+    torch.jit traces (FLOP counting, old exporters): a traced graph is one formulation for every batch size."""
     return (y.device.type == 'cpu' and scale == 1 and weight.shape[0] == 1 and y.shape[0] >= 2
-            and y.shape[-1] > 2)
+            and y.shape[-1] > 2 and not torch.jit.is_tracing())
 
 
 def converse2d_real(x: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int = 1, padding: int = 2,
