@@ -77,23 +77,33 @@ def _pair(x: Tensor) -> Tensor:
     return torch.complex(x[:m], hi)
 
 
-def _unpair(z: Tensor, batch: int, imag_sign: float = 1.0, scale: float = 1.0) -> Tensor:
-    """Inverse of :func:`_pair` on (m, C, h, w) complex: the real parts, then ``imag_sign`` times the imaginary
-    parts, times ``scale``, as (batch, C, h, w) real (one pass)."""
+def _unpair(z: Tensor, batch: int, negate_imag: bool = False) -> Tensor:
+    """Inverse of :func:`_pair` on (m, C, h, w) complex: the real parts, then the imaginary parts (negated if
+    ``negate_imag``), as (batch, C, h, w) real (one pass of copies)."""
     m = z.shape[0]
     out = z.real.new_empty(batch, *z.shape[1:])
-    torch.mul(z.real, scale, out=out[:m])
-    torch.mul(z.imag[:batch - m], imag_sign * scale, out=out[m:])
+    out[:m].copy_(z.real)
+    if negate_imag:
+        torch.neg(z.imag[:batch - m], out=out[m:])
+    else:
+        out[m:].copy_(z.imag[:batch - m])
+    return out
+
+
+def _sum_of_products(a: Tensor, b: Tensor) -> Tensor:
+    """sum_i a[i] * b[i] over the first dimension, keeping it (size 1), without a batch-sized product."""
+    out = a[:1] * b[:1]
+    for i in range(1, a.shape[0]):
+        out[0].addcmul_(a[i], b[i])
     return out
 
 
 def _apply_paired(y: Tensor, filt_conj: Tensor, keep_spectrum: bool):
-    b, _, h, w = y.shape
     czy = torch.fft.fft2(_pair(y)).conj_physical_()  # conj of the pair spectrum
     prod = czy * _as_complex(filt_conj) if keep_spectrum else czy.mul_(_as_complex(filt_conj))
-    # prod = conj(Z G); the outputs are ifft2(Z G) = conj(fft2(prod)) / N: a forward transform, then the real
-    # parts and the negated imaginary parts, scaled
-    out = _unpair(torch.fft.fft2(prod), b, -1.0, 1.0 / (h * w))
+    # prod = conj(Z G); the outputs are ifft2(Z G) = conj(fft2(prod) / N): a forward transform normalised like
+    # the inverse, then the real parts and the negated imaginary parts
+    out = _unpair(torch.fft.fft2(prod, norm='forward'), y.shape[0], negate_imag=True)
     return out, (torch.view_as_real(czy).view(-1) if keep_spectrum else None)
 
 
@@ -105,7 +115,7 @@ def _backward_paired(grad_out: Tensor, spec_conj: Tensor, filt_conj: Tensor, nee
     if need_filter:
         czy = torch.view_as_complex(spec_conj.view(-1, c, h, w, 2))
         # d/dG = sum over pairs of conj(Z) FFT(g) / N; the planes of conj(G) get (real, -imag)
-        grad = (gz * czy if need_input else gz.mul_(czy)).sum(0, keepdim=True)
+        grad = _sum_of_products(gz, czy)
         grad_h = torch.stack((grad.real, grad.imag)).mul_(_paired_adjoint(grad_out.dtype, grad_out.device, h * w))
     if need_input:
         grad_y = _unpair(torch.fft.ifft2(gz.mul_(_as_complex(filt_conj))), b)
