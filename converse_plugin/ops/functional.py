@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from converse_plugin.ops import library as _library  # noqa: F401  (registers torch.ops.converse.*)
-from converse_plugin.ops.library import apply_filter_impl
+from converse_plugin.ops.library import apply_filter_impl, is_paired
 
 IMPLS = ('fft', 'real')
 PADDING_MODES = ('circular', 'replicate', 'reflect', 'zeros')
@@ -376,6 +376,10 @@ def _apply(y: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int,
             filt = converse_filter_conj(weight, lam, scale, h, w, full=paired_form_pays(y, weight, scale))
     elif filt.is_complex():  # G from converse_filter
         filt = torch.stack((filt.real, -filt.imag))
+    cols = scale * w // 2 + 1
+    if filt.shape[-1] != cols and not is_paired(filt, scale, w):
+        raise ValueError(f'filt has {filt.shape[-1]} columns for a {h}x{w} padded input at scale {scale}: expected '
+                         f'{cols} (converse_filter_conj), or {w} (full=True, for scale 1 and a shared kernel only)')
     if compiling or (torch.is_grad_enabled() and (y.requires_grad or filt.requires_grad)):
         return torch.ops.converse.apply_filter(y, filt, scale)[0]
     return apply_filter_impl(y, filt, scale, keep_spectrum=False)[0]

@@ -178,3 +178,16 @@ def test_inference_cache_keeps_one_filter_per_form():
             assert layer._cache[1].shape[-1] == width
             ref = converse2d(x[:batch], layer.weight, torch.sigmoid(layer.bias - 9) + layer.eps, 1, 4)
             torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+
+
+def test_a_full_filter_where_the_paired_form_cannot_run_is_a_clear_error():
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    lam = torch.full((1, 3, 1, 1), 0.1, dtype=torch.float64)
+    w2 = torch.randn(2, 3, 3, 3, dtype=torch.float64)  # per-sample kernels: two filters per pair
+    with pytest.raises(ValueError, match=r'filt has 12 columns .* expected 7 \(converse_filter_conj\), or 12'):
+        converse2d(x, w2, lam, padding=2, filt=converse_filter_conj(w2, lam, 1, 12, 12, full=True))
+    w1 = w2[:1]
+    with pytest.raises(ValueError, match='at scale 2: expected 13'):
+        converse2d(x, w1, lam, scale=2, padding=2, filt=converse_filter_conj(w1, lam, 2, 12, 12, full=True))
+    full = converse2d(x, w1, lam, padding=2, filt=converse_filter_conj(w1, lam, 1, 12, 12, full=True))
+    torch.testing.assert_close(full, converse2d(x, w1, lam, padding=2), rtol=0, atol=1e-12)
