@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from converse_plugin.ops import library as _library  # noqa: F401  (registers torch.ops.converse.*)
-from converse_plugin.ops.library import apply_filter_impl, is_paired
+from converse_plugin.ops.library import apply_filter_impl, is_paired, pairable
 
 IMPLS = ('fft', 'real')
 PADDING_MODES = ('circular', 'replicate', 'reflect', 'zeros')
@@ -391,8 +391,8 @@ def paired_form_pays(y: torch.Tensor, weight: torch.Tensor, scale: int) -> bool:
     more. On the CPU, MKL's real transforms and PyTorch's inverse real 2-D transform (two layout copies) cost
     more than complex ones on half as many images; on CUDA, cuFFT's real transforms do not. Not while
     torch.jit traces (FLOP counting, old exporters): a traced graph is one formulation for every batch size."""
-    return (y.device.type == 'cpu' and scale == 1 and weight.shape[0] == 1 and y.shape[0] >= 2
-            and y.shape[-1] > 2 and not torch.jit.is_tracing())
+    return (y.device.type == 'cpu' and y.shape[0] >= 2 and pairable(scale, weight.shape[0], y.shape[-1])
+            and not torch.jit.is_tracing())
 
 
 def converse2d_real(x: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int = 1, padding: int = 2,

@@ -63,9 +63,15 @@ def _as_complex(filt: Tensor) -> Tensor:
     return torch.complex(filt[0], filt[1])
 
 
+def pairable(scale: int, kernel_batch: int, width: int) -> bool:
+    """Whether the paired form can run: s = 1 and one kernel for the whole batch (both images of a pair see the
+    same filter), on a grid wider than 2 (narrower, the half spectrum is all columns)."""
+    return scale == 1 and kernel_batch == 1 and width > 2
+
+
 def is_paired(filt_conj: Tensor, scale: int, width: int) -> bool:
-    """Whether a filter argument selects the paired form: s = 1, a shared kernel, all ``width`` columns."""
-    return scale == 1 and filt_conj.shape[1] == 1 and filt_conj.shape[-1] == width and width > 2
+    """Whether a filter argument selects the paired form: :func:`pairable`, with all ``width`` columns."""
+    return pairable(scale, filt_conj.shape[1], width) and filt_conj.shape[-1] == width
 
 
 def _pair(x: Tensor) -> Tensor:
@@ -110,7 +116,7 @@ def _apply_paired(y: Tensor, filt_conj: Tensor, keep_spectrum: bool):
 def _backward_paired(grad_out: Tensor, spec_conj: Tensor, filt_conj: Tensor, need_input: bool,
                      need_filter: bool) -> tuple[Tensor, Tensor]:
     b, c, h, w = grad_out.shape
-    gz = torch.fft.fft2(_pair(grad_out if grad_out.is_contiguous() else grad_out.contiguous()))
+    gz = torch.fft.fft2(_pair(grad_out))  # _pair reads any strides into a fresh complex tensor
     grad_y = grad_h = grad_out.new_empty(0)
     if need_filter:
         czy = torch.view_as_complex(spec_conj.view(-1, c, h, w, 2))
@@ -133,7 +139,7 @@ def apply_filter_impl(y: Tensor, filt_conj: Tensor, scale: int, keep_spectrum: b
     """The forward (see the module docstring). ``keep_spectrum=False`` (inference) multiplies in place and
     returns (out, None)."""
     if is_paired(filt_conj, scale, y.shape[-1]):
-        return _apply_paired(y if y.is_contiguous() else y.contiguous(), filt_conj, keep_spectrum)
+        return _apply_paired(y, filt_conj, keep_spectrum)
     b, c, h, w = y.shape
     sh, sw = scale * h, scale * w
     hc = _as_complex(filt_conj)  # (Bk, C, sh, cols)
