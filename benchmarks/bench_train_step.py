@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_train_step.py [--device cpu|cuda] [--recipes dncnn ...]
         [--modes eager compile bf16 checkpoint] [--steps 5] [--threads 1] [--batch B] [--size S]
-        [--json benchmarks/results/train_step_cpu.json]
+        [--json benchmarks/results/train_step_cpu.json] [--source DIR]
 
 A step is forward + L1 loss + backward + Adam. ``--adam auto`` (default): in eager modes ``fused=True`` (one
 kernel for all parameters), in the compile mode the model and ``opt.step`` are both compiled (inductor fuses
@@ -22,6 +22,11 @@ Recipes (CUDA shapes; on the CPU the smaller defaults in brackets, printed with 
   msrresnet ConverseMSRResNet x4, LR B16 32x32                           [B2 16x16]
   usrnet    ConverseUSRNet, B16 128x128 with per-sample 7x7 kernels       [B2 32x32]
 
+``--source DIR`` times another checkout of this repository instead (its ``converse_plugin``; this script's
+recipes, modes and timing), e.g. the commit issue 14 measured: ``git worktree add /tmp/f3cd289 f3cd289``, then
+``--source /tmp/f3cd289 --modes eager --adam default``. Peak memory is then not measured (older checkouts lack
+the memory profiler helper), and the JSON goes to ``train_step_<commit>_<device>.json``.
+
 Modes: eager; compile (``torch.compile(model)``, the default inductor backend); bf16 (eager under
 ``torch.autocast`` bfloat16; Converse2D itself computes in float32); checkpoint (eager with
 ``checkpoint_blocks=True``: blocks recomputed in backward).
@@ -38,7 +43,8 @@ import time
 from os import path as osp
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
@@ -170,6 +176,20 @@ def run(recipe: str, mode: str, device: str, batch: int, size: int, steps: int, 
             'breakdown_ms': breakdown(step) if with_breakdown else None}
 
 
+def use_source(source: str) -> str:
+    """Make ``import converse_plugin`` load the checkout at ``source`` (before anything imported it); returns its
+    commit (``git rev-parse --short HEAD``, or 'unknown')."""
+    import subprocess
+    if not osp.isfile(osp.join(source, 'converse_plugin', '__init__.py')):
+        raise SystemExit(f'--source {source}: no converse_plugin/__init__.py there; expected a checkout of this '
+                         'repository (e.g. `git worktree add /tmp/f3cd289 f3cd289`)')
+    if 'converse_plugin' in sys.modules:
+        raise SystemExit('--source: converse_plugin is already imported in this process')
+    sys.path.insert(0, osp.abspath(source))
+    rev = subprocess.run(['git', '-C', source, 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True)
+    return rev.stdout.strip() if rev.returncode == 0 and rev.stdout.strip() else 'unknown'
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
@@ -186,15 +206,22 @@ def main(argv=None) -> int:
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--breakdown', action='store_true', help='profile one more step: time per category')
     parser.add_argument('--json', default=None, help='default benchmarks/results/train_step_<device>.json')
+    parser.add_argument('--source', default=None,
+                        help="time another checkout of this repository (its converse_plugin); no peak memory")
     args = parser.parse_args(argv)
+    source_rev = None
+    if args.source:
+        source_rev = use_source(args.source)
+        args.no_memory = True
     if args.device == 'cpu':
         torch.set_num_threads(args.threads)
     machine = (torch.cuda.get_device_name() if args.device == 'cuda' else
                f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
                f'{torch.get_num_threads()} torch threads')
-    print(f'# Training step on {args.device} ({machine}), torch {torch.__version__}, median of {args.steps}')
+    code = f', code of {args.source} ({source_rev})' if args.source else ''
+    print(f'# Training step on {args.device} ({machine}), torch {torch.__version__}, median of {args.steps}{code}')
     report = {'device': args.device, 'machine': machine, 'torch': torch.__version__, 'steps': args.steps,
-              'adam': args.adam, 'results': {}}
+              'adam': args.adam, 'source': args.source, 'source_commit': source_rev, 'results': {}}
     rows = []
     for recipe in args.recipes:
         arch, _, ch, cuda_shape, cpu_shape, up, _ = RECIPES[recipe]
@@ -228,7 +255,7 @@ def main(argv=None) -> int:
             parts = res['breakdown_ms']
             print(f"| {shape} | {res['mode']} | {sum(parts.values()):.0f} | "
                   + ' | '.join(f'{parts[k]:.0f}' for k in BREAKDOWN) + ' |')
-    write_report(report, 'train_step', args.device, args.json)
+    write_report(report, f'train_step_{source_rev}' if source_rev else 'train_step', args.device, args.json)
     return 0
 
 

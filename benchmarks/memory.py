@@ -1,7 +1,13 @@
-"""Peak tensor memory for the benchmark scripts: see :func:`converse_plugin.engine.memory.peak_bytes`."""
-from converse_plugin.engine.memory import peak_bytes
+"""Peak tensor memory for the benchmark scripts: see :func:`converse_plugin.engine.memory.peak_bytes`.
+Importing this module imports no converse_plugin (``bench_train_step.py --source`` picks which one)."""
 
 __all__ = ["peak_bytes", "write_report"]
+
+
+def peak_bytes(*args, **kwargs):
+    """:func:`converse_plugin.engine.memory.peak_bytes`."""
+    from converse_plugin.engine.memory import peak_bytes as measure
+    return measure(*args, **kwargs)
 
 
 def write_report(report: dict, name: str, device: str, path: str | None = None) -> str:

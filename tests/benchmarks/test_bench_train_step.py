@@ -54,3 +54,35 @@ def test_adam_choice_reaches_the_step():
     assert ops('eager', 'auto') == fused
     assert default > fused + 5 * 17  # DnCNN: 17 convolutions, 34 tensors, several ops each
     assert ops('compile', 'default') - ops('compile', 'auto') > default - fused - 20
+
+
+def test_source_times_another_checkout(tmp_path):
+    """--source imports converse_plugin from the given checkout and names its commit; a directory without the
+    package is a clear message, not a traceback."""
+    import json
+    import subprocess
+    import sys
+    from os import path as osp
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    script = osp.join(repo, 'benchmarks', 'bench_train_step.py')
+
+    def run(source, *extra):
+        return subprocess.run([sys.executable, script, '--source', str(source), *extra], capture_output=True,
+                              text=True, cwd=tmp_path)
+
+    bad = run(tmp_path)
+    assert bad.returncode != 0 and 'no converse_plugin/__init__.py there' in bad.stderr
+    assert 'Traceback' not in bad.stderr
+    fake = tmp_path / 'fake'
+    (fake / 'converse_plugin').mkdir(parents=True)
+    (fake / 'converse_plugin' / '__init__.py').write_text('raise SystemExit("the fake checkout was imported")\n')
+    assert 'the fake checkout was imported' in run(fake, '--recipes', 'dncnn_baseline', '--modes', 'eager').stderr
+    link = tmp_path / 'checkout'  # this checkout under another path: a real run
+    link.symlink_to(repo)
+    out = run(link, '--recipes', 'dncnn_baseline', '--modes', 'eager', '--steps', '1', '--warmup', '0', '--batch',
+              '1', '--size', '8', '--json', str(tmp_path / 'r.json'))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f'code of {link} (' in out.stdout
+    report = json.loads((tmp_path / 'r.json').read_text())
+    assert report['source'] == str(link) and report['source_commit'] not in (None, 'unknown')
+    assert report['results']['dncnn_baseline|eager']['peak_bytes'] is None
