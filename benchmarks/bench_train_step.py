@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_train_step.py [--device cpu|cuda] [--recipes dncnn ...]
         [--modes eager compile bf16 checkpoint] [--steps 5] [--threads 1] [--batch B] [--size S]
-        [--json benchmarks/results/train_step_cpu.json] [--source DIR]
+        [--json benchmarks/results/train_step_cpu.json] [--source DIR] [--cpu-allocator cache|system]
 
 A step is forward + L1 loss + backward + Adam. ``--adam auto`` (default): in eager modes ``fused=True`` (one
 kernel for all parameters), in the compile mode the model and ``opt.step`` are both compiled (inductor fuses
@@ -14,13 +14,19 @@ same with ``fused: true`` under ``optim_g``. Per recipe and mode it reports:
 - peak memory of one step over what existed before it (CUDA: ``torch.cuda.max_memory_allocated``; CPU:
   PyTorch's memory profiler, see :func:`converse_plugin.engine.memory.peak_bytes`);
 - leaf aten ops per step: ``torch.profiler`` events named ``aten::*`` with no ``aten::*`` event below
-  them (what actually runs; inductor's fused kernels are not aten ops); on CUDA also the kernel count.
+  them (what actually runs; inductor's fused kernels are not aten ops); on CUDA also the kernel count;
+- minor page faults and system CPU time per timed step (``getrusage``; not on Windows): the cost of the
+  memory the allocator maps afresh for large tensors (see docs/training.md on glibc's allocator settings).
 
 Recipes (CUDA shapes; on the CPU the smaller defaults in brackets, printed with the table):
   dncnn     ConverseDnCNN (released configuration), gray, B16 128x128   [B4 64x64]
   dncnn_baseline  DnCNN (17 convs), the same shapes                       [B4 64x64]
   msrresnet ConverseMSRResNet x4, LR B16 32x32                           [B2 16x16]
   usrnet    ConverseUSRNet, B16 128x128 with per-sample 7x7 kernels       [B2 32x32]
+
+``--cpu-allocator``: ``cache`` (default, what ``basicsr train`` sets up on the CPU: ``train: cpu_allocator``,
+glibc keeps freed memory for the next step) or ``system`` (glibc's defaults: large tensors are mapped afresh
+every step; the page faults and system time columns show the difference).
 
 ``--source DIR`` times another checkout of this repository instead (its ``converse_plugin``; this script's
 recipes, modes and timing), e.g. the commit issue 14 measured: ``git worktree add /tmp/f3cd289 f3cd289``, then
@@ -163,17 +169,44 @@ def run(recipe: str, mode: str, device: str, batch: int, size: int, steps: int, 
         step()
     sync(device)
     times = []
+    before = os_usage()
     for _ in range(steps):
         sync(device)
         start = time.perf_counter()
         step()
         sync(device)
         times.append(time.perf_counter() - start)
+    after = os_usage()
     ops, kernels = leaf_ops(step, device)
     peak = peak_bytes(step, device) if memory else None
+    faults, sys_ms = ((after[0] - before[0]) / steps, (after[1] - before[1]) * 1e3 / steps) if before else (None, None)
     return {'ms_per_step': statistics.median(times) * 1e3, 'ms_all': [t * 1e3 for t in times],
             'leaf_aten_ops': ops, 'cuda_kernels': kernels, 'peak_bytes': peak,
+            'page_faults_per_step': faults, 'system_ms_per_step': sys_ms,
             'breakdown_ms': breakdown(step) if with_breakdown else None}
+
+
+def os_usage() -> tuple[int, float] | None:
+    """(minor page faults, system CPU seconds) of this process so far, or None where ``resource`` is missing
+    (Windows). Fresh pages the allocator maps for large tensors cost a fault each, and the kernel's time on
+    them is system time: part of a step that the profiler does not show."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt, usage.ru_stime
+
+
+def load_cpu_allocator():
+    """This checkout's ``converse_plugin/models/cpu_allocator.py``, loaded from its file (no package import, so
+    that ``--source`` still decides which converse_plugin the architectures come from)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'bench_cpu_allocator', osp.join(REPO, 'converse_plugin', 'models', 'cpu_allocator.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def use_source(source: str) -> str:
@@ -206,6 +239,8 @@ def main(argv=None) -> int:
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--breakdown', action='store_true', help='profile one more step: time per category')
     parser.add_argument('--json', default=None, help='default benchmarks/results/train_step_<device>.json')
+    parser.add_argument('--cpu-allocator', default='cache', choices=('cache', 'system'),
+                        help='cache: glibc keeps freed memory (as train: cpu_allocator: cache); system: its defaults')
     parser.add_argument('--source', default=None,
                         help="time another checkout of this repository (its converse_plugin); no peak memory")
     args = parser.parse_args(argv)
@@ -215,13 +250,18 @@ def main(argv=None) -> int:
         args.no_memory = True
     if args.device == 'cpu':
         torch.set_num_threads(args.threads)
+    allocator = 'system'
+    if args.device == 'cpu' and args.cpu_allocator == 'cache':
+        allocator = 'cache' if load_cpu_allocator().cache_freed_memory() else 'system (not glibc)'
     machine = (torch.cuda.get_device_name() if args.device == 'cuda' else
                f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
                f'{torch.get_num_threads()} torch threads')
     code = f', code of {args.source} ({source_rev})' if args.source else ''
-    print(f'# Training step on {args.device} ({machine}), torch {torch.__version__}, median of {args.steps}{code}')
+    print(f'# Training step on {args.device} ({machine}), torch {torch.__version__}, median of {args.steps}{code}, '
+          f'CPU allocator {allocator}')
     report = {'device': args.device, 'machine': machine, 'torch': torch.__version__, 'steps': args.steps,
-              'adam': args.adam, 'source': args.source, 'source_commit': source_rev, 'results': {}}
+              'adam': args.adam, 'source': args.source, 'source_commit': source_rev, 'cpu_allocator': allocator,
+              'results': {}}
     rows = []
     for recipe in args.recipes:
         arch, _, ch, cuda_shape, cpu_shape, up, _ = RECIPES[recipe]
@@ -242,12 +282,15 @@ def main(argv=None) -> int:
             print(f"  {mode}: {res['ms_per_step']:.1f} ms/step, {res['leaf_aten_ops']} leaf aten ops", flush=True)
             rows.append((shape, res))
     print('\n| recipe | mode | ms/step | peak MiB | leaf aten ops/step |' +
-          (' CUDA kernels/step |' if args.device == 'cuda' else ''))
-    print('|---|---|---:|---:|---:|' + ('---:|' if args.device == 'cuda' else ''))
+          (' CUDA kernels/step |' if args.device == 'cuda' else '') + ' page faults/step | system ms/step |')
+    print('|---|---|---:|---:|---:|' + ('---:|' if args.device == 'cuda' else '') + '---:|---:|')
     for shape, res in rows:
         peak = f"{res['peak_bytes'] / 2**20:.0f}" if res['peak_bytes'] is not None else 'n/a'
         kernels = f" {res['cuda_kernels']} |" if args.device == 'cuda' else ''
-        print(f"| {shape} | {res['mode']} | {res['ms_per_step']:.1f} | {peak} | {res['leaf_aten_ops']} |{kernels}")
+        faults, sys_ms = res['page_faults_per_step'], res['system_ms_per_step']
+        usage = f' {faults:.0f} | {sys_ms:.0f} |' if faults is not None else ' n/a | n/a |'
+        print(f"| {shape} | {res['mode']} | {res['ms_per_step']:.1f} | {peak} | {res['leaf_aten_ops']} |{kernels}"
+              + usage)
     if args.breakdown:
         print('\n| recipe | mode | profiled ms | ' + ' | '.join(BREAKDOWN) + ' |')
         print('|---|---|---:|' + '---:|' * len(BREAKDOWN))

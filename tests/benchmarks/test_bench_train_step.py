@@ -86,3 +86,16 @@ def test_source_times_another_checkout(tmp_path):
     report = json.loads((tmp_path / 'r.json').read_text())
     assert report['source'] == str(link) and report['source_commit'] not in (None, 'unknown')
     assert report['results']['dncnn_baseline|eager']['peak_bytes'] is None
+
+
+def test_os_usage_counts_the_faults_of_fresh_memory():
+    """A fresh 128 MiB tensor is mapped afresh by any allocator setting (above glibc's largest mmap threshold,
+    32 MiB): one minor fault per 4 KiB page that is written."""
+    before = bts.os_usage()
+    if before is None:
+        pytest.skip('no resource module on this platform')
+    big = torch.ones(32 * 2**20)  # 128 MiB of float32
+    after = bts.os_usage()
+    assert after[0] - before[0] > 128 * 2**20 // 4096 // 2, (before, after)
+    assert after[1] >= before[1]
+    del big
