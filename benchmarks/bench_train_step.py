@@ -199,11 +199,11 @@ def os_usage() -> tuple[int, float] | None:
 
 
 def load_cpu_allocator():
-    """This checkout's ``converse_plugin/models/cpu_allocator.py``, loaded from its file (no package import, so
+    """This checkout's ``converse_plugin/engine/allocator.py``, loaded from its file (no package import, so
     that ``--source`` still decides which converse_plugin the architectures come from)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location(
-        'bench_cpu_allocator', osp.join(REPO, 'converse_plugin', 'models', 'cpu_allocator.py'))
+        'bench_cpu_allocator', osp.join(REPO, 'converse_plugin', 'engine', 'allocator.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -14,7 +14,9 @@ BasicSR option file runs unchanged) and adds:
   training draws next;
 - **NaN/Inf guard**: a non-finite batch or loss stops training (:mod:`converse_plugin.engine.guards`);
 - the model is built with the plugin's checkpoint policy (:func:`converse_plugin.engine.build.build_model`);
-- the loop stops after ``total_iter`` instead of loading one more batch per remaining epoch.
+- the loop stops after ``total_iter`` instead of loading one more batch per remaining epoch;
+- on the CPU, glibc keeps freed memory for the next step (``train: cpu_allocator``,
+  :mod:`converse_plugin.engine.allocator`).
 
 A user's own ``train.py`` calls :func:`train_pipeline` with its folder, as with BasicSR's.
 """
@@ -29,6 +31,7 @@ from typing import Any
 
 import torch
 
+from converse_plugin.engine.allocator import setup_cpu_allocator
 from converse_plugin.engine.build import build_model, make_prefetcher
 from converse_plugin.engine.dist import check_same_options, gather_to_all
 from converse_plugin.engine.distributed_eval import validate
@@ -148,6 +151,7 @@ def train_pipeline(root_path: str, argv: Sequence[str] | None = None, prog: str 
     tb_logger = init_tb_loggers(opt)
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(opt, logger)
     model = build_model(opt)
+    setup_cpu_allocator(opt['train'], model.device, logger)
 
     start_epoch, current_iter, resume, last_checkpoint = 0, 0, None, None
     if resume_state:

@@ -17,13 +17,6 @@ Option keys (all optional, all off by default):
     one kernel for all parameters: PyTorch's default on the CPU is a loop of about ten operations per
     parameter, as many as the compiled ConverseDnCNN step itself runs). Set ``fused`` or ``foreach`` to
     choose yourself.
-``train: cpu_allocator``
-    ``cache`` (default) or ``system``; training on the CPU only. glibc's allocator maps every large tensor
-    afresh from the kernel and returns it on free, so each training step pays one page fault per 4 KiB of its
-    activations (~40-70 thousand a step for ConverseDnCNN at B4 64 x 64, 60-140 ms of system time). ``cache``
-    keeps freed memory in the process for the next step, as PyTorch's CUDA allocator does on GPUs
-    (:func:`converse_plugin.models.cpu_allocator.cache_freed_memory`); the process then holds its peak memory until it ends. ``system`` leaves the
-    allocator alone. Where the C library is not glibc, ``cache`` does nothing (logged).
 """
 from __future__ import annotations
 
@@ -33,10 +26,8 @@ from typing import Any
 import torch
 
 from converse_plugin.errors import OptionError
-from converse_plugin.models.cpu_allocator import cache_freed_memory
 
-__all__ = ['TrainingSpeedMixin', 'fuse_optimizer', 'parse_amp', 'parse_compile',
-           'parse_cpu_allocator']
+__all__ = ['TrainingSpeedMixin', 'fuse_optimizer', 'parse_amp', 'parse_compile']
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -108,20 +99,8 @@ def parse_compile(value: Any, device: torch.device | None = None) -> dict | None
     return kwargs
 
 
-CPU_ALLOCATORS = ('cache', 'system')
-
-
-def parse_cpu_allocator(value: Any) -> str:
-    """``train: cpu_allocator`` -> 'cache' (default) or 'system'. Raises OptionError for another value."""
-    if value is None:
-        return 'cache'
-    if value not in CPU_ALLOCATORS:
-        raise OptionError(f'train:cpu_allocator: expected cache or system, got {value!r}')
-    return value
-
-
 class TrainingSpeedMixin:
-    """Adds ``train: amp``, ``train: compile`` and ``train: cpu_allocator`` to an SRModel subclass.
+    """Adds ``train: amp`` and ``train: compile`` to an SRModel subclass.
 
     Put it before the model in the bases: ``class M(TrainingSpeedMixin, SRModel)``. With every option
     off, training runs SRModel's own ``optimize_parameters`` unchanged.
@@ -135,7 +114,6 @@ class TrainingSpeedMixin:
         self.amp_dtype = parse_amp(train_opt.get('amp', False), self.device)
         compile_kwargs = parse_compile(train_opt.get('compile', False), self.device)
         fused = compile_kwargs is not None and fuse_optimizer(train_opt.get('optim_g'))
-        allocator = parse_cpu_allocator(train_opt.get('cpu_allocator'))
         super().init_training_settings()
         if self.amp_dtype is torch.float16:
             self.grad_scaler = torch.amp.GradScaler(self.device.type)
@@ -152,12 +130,6 @@ class TrainingSpeedMixin:
         if compile_kwargs is not None:
             logger.info(f'torch.compile: net_g compiled with {compile_kwargs or "default arguments"}'
                         + ('; optim_g: fused: true (set fused or foreach under optim_g to choose)' if fused else ''))
-        if allocator == 'cache' and self.device.type == 'cpu':
-            if cache_freed_memory():
-                logger.info('train:cpu_allocator cache: freed memory stays in the process for the next step '
-                            '(cpu_allocator: system to turn off)')
-            else:
-                logger.info('train:cpu_allocator cache: not glibc, the allocator is left as it is')
 
     def extra_training_state(self) -> dict:
         """Saved in each ``.state`` file beside the optimizers (PluginModel.save_training_state)."""

@@ -196,18 +196,3 @@ def test_compile_modes_and_cuda_graph_modes_on_the_cpu():
         parse_compile({'modes': 'default'}, cpu)
     with pytest.raises(OptionError, match='train:compile:fullgraph: expected true, false'):
         parse_compile({'fullgraph': 'yes'}, cpu)
-
-
-def test_cpu_allocator_is_set_up_on_the_cpu_and_checked(tmp_path, monkeypatch):
-    from converse_plugin.models import training_speed
-    calls = []
-    monkeypatch.setattr(training_speed, 'cache_freed_memory', lambda: calls.append(1) or True)
-    ConverseDeblurModel(make_opt(tmp_path))
-    assert calls == [1]  # the default on the CPU
-    opt = make_opt(tmp_path)
-    opt['train']['cpu_allocator'] = 'system'
-    ConverseDeblurModel(opt)
-    assert calls == [1]
-    opt['train']['cpu_allocator'] = 'tcmalloc'
-    with pytest.raises(OptionError, match='train:cpu_allocator: expected cache or system'):
-        ConverseDeblurModel(opt)

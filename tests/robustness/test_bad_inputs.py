@@ -86,6 +86,7 @@ def test_missing_required_key_is_named(capsys, tmp_path, data, key, words):
     ('train:total_iter', 'many', ['train:total_iter must be an integer >= 1', "'many'"]),
     ('datasets:train:gt_size', 0, ['datasets:train', "'gt_size' must be a positive integer"]),
     ('datasets:train:color', 'cmyk', ['datasets:train', "'color' must be one of"]),
+    ('train:cpu_allocator', 'jemalloc', ['train:cpu_allocator: expected cache or system', "'jemalloc'"]),
 ])
 def test_wrong_type_or_range_is_named(capsys, tmp_path, data, key, value, words):
     msg = _fails(capsys, tmp_path, options(data, **{key: value}))
