@@ -33,9 +33,9 @@ recipes, modes and timing), e.g. the commit issue 14 measured: ``git worktree ad
 ``--source /tmp/f3cd289 --modes eager --adam default``. Peak memory is then not measured (older checkouts lack
 the memory profiler helper), and the JSON goes to ``train_step_<commit>_<device>.json``.
 
-Modes: eager; compile (``torch.compile(model)``, the default inductor backend); bf16 (eager under
-``torch.autocast`` bfloat16; Converse2D itself computes in float32); checkpoint (eager with
-``checkpoint_blocks=True``: blocks recomputed in backward).
+Modes: eager; compile (``torch.compile(model)`` with what ``train: compile: true`` adds: on the CPU inductor's
+``aggressive_fusion``); bf16 (eager under ``torch.autocast`` bfloat16; Converse2D itself computes in float32);
+checkpoint (eager with ``checkpoint_blocks=True``: blocks recomputed in backward).
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def build(recipe: str, mode: str, device: str, batch: int, size: int, adam: str 
     if kernels:
         k = torch.rand(batch, 1, 7, 7, device=device)
         args = (x, k / k.sum(dim=(-2, -1), keepdim=True))
-    model = torch.compile(net) if mode == 'compile' else net
+    model = torch.compile(net, **train_compile_kwargs(device)) if mode == 'compile' else net
     opt_step = torch.compile(opt.step) if mode == 'compile' and adam == 'auto' else opt.step
 
     def step():
@@ -108,6 +108,16 @@ def build(recipe: str, mode: str, device: str, batch: int, size: int, adam: str 
         opt.zero_grad(set_to_none=True)
 
     return net, step
+
+
+def train_compile_kwargs(device: str) -> dict:
+    """What ``train: compile: true`` passes to torch.compile on ``device`` (the imported checkout's
+    ``parse_compile``; nothing extra for a checkout without it)."""
+    try:
+        from converse_plugin.models.training_speed import parse_compile
+        return parse_compile(True, torch.device(device)) or {}
+    except (ImportError, TypeError):
+        return {}
 
 
 def leaf_ops(step, device: str) -> tuple[int, int | None]:

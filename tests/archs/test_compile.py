@@ -9,6 +9,7 @@ from basicsr.archs.srresnet_arch import MSRResNet
 
 import converse_plugin  # noqa: F401  (registers the architectures)
 from converse_plugin.archs.convert import convert_to_converse
+from converse_plugin.models.training_speed import parse_compile
 
 # name -> (options, input channels, upscale, kernels); small so each case compiles in a few seconds
 SMALL = {
@@ -44,11 +45,14 @@ def outputs_and_grads(model, net, args):
     return out.detach(), grads
 
 
-@pytest.mark.parametrize('name', [*SMALL, 'ConverseConverted'])
-def test_fullgraph_compile_equals_eager(name):
+@pytest.mark.parametrize('name, options', [*((n, None) for n in SMALL), ('ConverseConverted', None),
+                                           ('ConverseDnCNN', 'train'), ('ConverseUSRNet', 'train')])
+def test_fullgraph_compile_equals_eager(name, options):
+    """``options='train'``: with what ``train: compile: true`` adds on the CPU (parse_compile)."""
     torch._dynamo.reset()
     net, ch, up, kernels = make(name)
-    compiled = torch.compile(net, fullgraph=True)  # raises on any graph break
+    extra = parse_compile(True, torch.device('cpu')) if options == 'train' else {}
+    compiled = torch.compile(net, fullgraph=True, **extra)  # raises on any graph break
     args = inputs(ch, (16, 20), kernels)
     ref, ref_grads = outputs_and_grads(net, net, args)
     out, grads = outputs_and_grads(compiled, net, args)

@@ -99,3 +99,9 @@ def test_os_usage_counts_the_faults_of_fresh_memory():
     assert after[0] - before[0] > 128 * 2**20 // 4096 // 2, (before, after)
     assert after[1] >= before[1]
     del big
+
+
+def test_compile_mode_uses_what_train_compile_adds():
+    from converse_plugin.models.training_speed import parse_compile
+    assert bts.train_compile_kwargs('cpu') == parse_compile(True, torch.device('cpu'))
+    assert bts.train_compile_kwargs('cpu')['options']['aggressive_fusion'] is True

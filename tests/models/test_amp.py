@@ -186,6 +186,13 @@ def test_pretrain_network_g_safetensors_loads(tmp_path):
 def test_compile_modes_and_cuda_graph_modes_on_the_cpu():
     cpu, cuda = torch.device('cpu'), torch.device('cuda')
     assert parse_compile('default', cpu) == {'mode': 'default'}
+    # no mode on the CPU: inductor's aggressive_fusion (the option file's own options win); not with a mode,
+    # another backend or another device
+    assert parse_compile(True, cpu) == {'options': {'aggressive_fusion': True}}
+    assert parse_compile({'options': {'aggressive_fusion': False, 'trace.enabled': False}}, cpu) == {
+        'options': {'aggressive_fusion': False, 'trace.enabled': False}}
+    assert parse_compile({'backend': 'eager'}, cpu) == {'backend': 'eager'}
+    assert parse_compile(True, torch.device('cuda')) == {}
     assert parse_compile({'mode': 'max-autotune-no-cudagraphs', 'fullgraph': True}, cpu) == {
         'mode': 'max-autotune-no-cudagraphs', 'fullgraph': True}
     assert parse_compile('reduce-overhead', cuda) == {'mode': 'reduce-overhead'}
