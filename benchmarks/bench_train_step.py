@@ -47,6 +47,7 @@ import statistics
 import sys
 import time
 from os import path as osp
+from types import SimpleNamespace
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO not in sys.path:
@@ -249,7 +250,8 @@ def main(argv=None) -> int:
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--breakdown', action='store_true', help='profile one more step: time per category')
     parser.add_argument('--json', default=None, help='default benchmarks/results/train_step_<device>.json')
-    parser.add_argument('--cpu-allocator', default='cache', choices=('cache', 'system'),
+    allocators = load_cpu_allocator()
+    parser.add_argument('--cpu-allocator', default='cache', choices=allocators.CPU_ALLOCATORS,
                         help='cache: glibc keeps freed memory (as train: cpu_allocator: cache); system: its defaults')
     parser.add_argument('--source', default=None,
                         help="time another checkout of this repository (its converse_plugin); no peak memory")
@@ -260,15 +262,18 @@ def main(argv=None) -> int:
         args.no_memory = True
     if args.device == 'cpu':
         torch.set_num_threads(args.threads)
-    allocator = 'system'
-    if args.device == 'cpu' and args.cpu_allocator == 'cache':
-        allocator = 'cache' if load_cpu_allocator().cache_freed_memory() else 'system (not glibc)'
+    notes: list[str] = []  # what the setup logs (e.g. a C library other than glibc)
+    cached = allocators.setup_cpu_allocator({'cpu_allocator': args.cpu_allocator}, torch.device(args.device),
+                                            SimpleNamespace(info=notes.append))
+    allocator = 'cache' if cached else 'system'
     machine = (torch.cuda.get_device_name() if args.device == 'cuda' else
                f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
                f'{torch.get_num_threads()} torch threads')
     code = f', code of {args.source} ({source_rev})' if args.source else ''
     print(f'# Training step on {args.device} ({machine}), torch {torch.__version__}, median of {args.steps}{code}, '
           f'CPU allocator {allocator}')
+    for note in notes:
+        print(f'# {note}')
     report = {'device': args.device, 'machine': machine, 'torch': torch.__version__, 'steps': args.steps,
               'adam': args.adam, 'source': args.source, 'source_commit': source_rev, 'cpu_allocator': allocator,
               'results': {}}

@@ -13,11 +13,11 @@ Option keys (all optional, all off by default):
     ``false`` (default), ``true`` or a mapping of :func:`torch.compile` arguments (e.g. ``{mode:
     max-autotune}``). On the CPU, without a mode, inductor's ``aggressive_fusion`` is on (``{options:
     {aggressive_fusion: false}}`` turns it off). The network is compiled in place (``nn.Module.compile``),
-    so its state-dict names, saving, EMA and resuming are unchanged. The optimizer is not compiled; instead, an ``optim_g`` of type
-    ``Adam`` or ``AdamW`` that sets neither ``fused`` nor ``foreach`` gets ``fused: true`` (the same update in
-    one kernel for all parameters: PyTorch's default on the CPU is a loop of about ten operations per
-    parameter, as many as the compiled ConverseDnCNN step itself runs). Set ``fused`` or ``foreach`` to
-    choose yourself.
+    so its state-dict names, saving, EMA and resuming are unchanged. The optimizer is not compiled; instead,
+    an ``optim_g`` of type ``Adam`` or ``AdamW`` that sets neither ``fused`` nor ``foreach`` gets ``fused:
+    true`` (the same update in one kernel for all parameters: PyTorch's default on the CPU is a loop of about
+    ten operations per parameter, as many as the compiled ConverseDnCNN step itself runs). Set ``fused`` or
+    ``foreach`` to choose yourself.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def parse_amp(value: Any, device: torch.device) -> torch.dtype | None:
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 # inductor settings for CPU training when the option file names no mode; ``options`` entries win. aggressive_fusion
 # also fuses loops over the same iteration space that share no input, e.g. the recomputed GELU and the GELU
-# backward after each Converse2D (ConverseDnCNN's compiled step ~4-11% faster, docs/benchmarks.md)
+# backward after each Converse2D (ConverseDnCNN's compiled step ~4% faster, docs/training.md)
 CPU_INDUCTOR_OPTIONS = {'aggressive_fusion': True}
 COMPILE_KEYS = ('mode', 'fullgraph', 'dynamic', 'backend', 'options')
 FUSABLE_OPTIMIZERS = ('Adam', 'AdamW')
