@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from converse_plugin.ops.functional import (AMBIENT_IMPL, PADDING_MODES, converse2d, converse_filter_conj,
-                                            converse_lambda, pad_input, paired_form_pays)
+from converse_plugin.ops.functional import (AMBIENT_IMPL, PADDING_MODES, converse2d, converse2d_pairs,
+                                            converse_filter_conj, converse_lambda, pad_input, paired_form_pays)
 
 
 class Converse2D(nn.Module):
@@ -101,3 +101,18 @@ class Converse2D(nn.Module):
             filt = self._filter(height, width, dtype, paired_form_pays(x, self.weight, self.scale))
         return converse2d(x, self.weight, converse_lambda(self.bias, self.eps), self.scale, self.padding,
                           self.padding_mode, filt=filt, impl=self.impl, compute_dtype=self.compute_dtype)
+
+    def takes_pairs(self) -> bool:
+        """Whether :meth:`forward_pairs` applies: s = 1 and the 'fft' formulation."""
+        return self.scale == 1 and (self.impl or AMBIENT_IMPL[0]) == 'fft'
+
+    def forward_pairs(self, x: torch.Tensor) -> torch.Tensor:
+        """The same layer on the interleaved pair layout of :func:`converse_plugin.ops.functional.to_pairs`:
+        (m, C, H, 2 W) -> (m, C, H, 2 W). Only where :meth:`takes_pairs`."""
+        if not self.takes_pairs():
+            raise ValueError(f'Converse2D.forward_pairs needs scale 1 and impl fft, got scale {self.scale} and '
+                             f'impl {self.impl or AMBIENT_IMPL[0]!r}')
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'Converse2D expects {self.in_channels} channels, got input of shape {tuple(x.shape)}')
+        return converse2d_pairs(x, self.weight, converse_lambda(self.bias, self.eps), self.padding,
+                                self.padding_mode)

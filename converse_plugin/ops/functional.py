@@ -63,34 +63,84 @@ def check_padding(height: int, width: int, padding: int, padding_mode: str) -> N
                          f'for an input of {height}x{width} (needs height and width >= {padding})')
 
 
-def pad_input(x: torch.Tensor, padding: int, padding_mode: str) -> torch.Tensor:
-    """Pad (B, C, H, W) by ``padding`` on every side with ``padding_mode`` (checked first)."""
-    check_padding(x.shape[-2], x.shape[-1], padding, padding_mode)
+def pad_input(x: torch.Tensor, padding: int, padding_mode: str, pairs: bool = False) -> torch.Tensor:
+    """Pad (B, C, H, W) by ``padding`` on every side with ``padding_mode`` (checked first). ``pairs``: x is
+    the interleaved pair layout (m, C, H, 2 W) of :func:`to_pairs`, padded as the images it holds."""
+    step = 2 if pairs else 1  # real columns per pixel
+    check_padding(x.shape[-2], x.shape[-1] // step, padding, padding_mode)
     if padding == 0:
         return x
     mode = 'constant' if padding_mode == 'zeros' else padding_mode
-    if mode in ('replicate', 'reflect') and torch.compiler.is_compiling():
+    if mode in ('replicate', 'reflect') and (pairs or torch.compiler.is_compiling()):
         # as a gather: inductor may lay the input out channels-last, and the CPU backward of aten's
         # replication/reflection pads then returns a channels-last gradient where their meta function
         # promises a contiguous one (a stride assertion at run time); a gather also fuses
         return x.index_select(-2, _pad_index(x.shape[-2], padding, mode, x.device)).index_select(
-            -1, _pad_index(x.shape[-1], padding, mode, x.device))
+            -1, _pad_index(x.shape[-1] // step, padding, mode, x.device, step))
+    cols = step * padding  # the pair layout's circular and zero pads are those of its real columns
     if mode == 'circular' and torch.compiler.is_compiling():
         # as two concatenations: inductor lowers aten's circular pad to one loop whose every element picks
         # its source region through masked loads (recomputing what is fused before it per region); a
         # concatenation writes each region with plain loads (2x faster forward and backward on the CPU)
         x = torch.cat((x[..., -padding:, :], x, x[..., :padding, :]), dim=-2)
-        return torch.cat((x[..., -padding:], x, x[..., :padding]), dim=-1)
-    return F.pad(x, (padding, ) * 4, mode=mode)
+        return torch.cat((x[..., -cols:], x, x[..., :cols]), dim=-1)
+    return F.pad(x, (cols, cols, padding, padding), mode=mode)
 
 
-def _pad_index(n: int, padding: int, mode: str, device: torch.device) -> torch.Tensor:
-    """Source index of each of the n + 2 p padded positions ('replicate' or 'reflect')."""
+def _pad_index(n: int, padding: int, mode: str, device: torch.device, step: int = 1) -> torch.Tensor:
+    """Source index of each of the n + 2 p padded positions ('replicate' or 'reflect'); ``step`` = 2: of each
+    real column of the pair layout (both members of a pixel's pair)."""
     i = torch.arange(-padding, n + padding, device=device)
     if mode == 'replicate':
-        return i.clamp(0, n - 1)
-    i = i.abs()
-    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+        i = i.clamp(0, n - 1)
+    else:
+        i = i.abs()
+        i = torch.where(i > n - 1, 2 * (n - 1) - i, i)
+    return i if step == 1 else (step * i[:, None] + torch.arange(step, device=device)).flatten()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The interleaved pair layout (the CPU's fastest form for runs of s = 1 layers under torch.compile)
+# ----------------------------------------------------------------------------------------------------
+def to_pairs(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W), B even -> (B / 2, C, H, 2 W): samples i and i + B / 2 interleaved pixel by pixel, the
+    real and imaginary parts of one complex image. Per-pixel layers (1x1 convolutions, channel norms,
+    activations) treat it as a batch of B / 2 images of width 2 W; :func:`converse2d_pairs` transforms it
+    without packing or unpacking pairs (see :mod:`converse_plugin.ops.library`)."""
+    b, c, h, w = x.shape
+    return x.view(2, b // 2, c, h, w).permute(1, 2, 3, 4, 0).reshape(b // 2, c, h, 2 * w)
+
+
+def from_pairs(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_pairs`: (m, C, H, 2 W) -> (2 m, C, H, W)."""
+    m, c, h, w2 = x.shape
+    return x.view(m, c, h, w2 // 2, 2).permute(4, 0, 1, 2, 3).reshape(2 * m, c, h, w2 // 2)
+
+
+def pairs_layout_pays(x: torch.Tensor) -> bool:
+    """Whether a run of s = 1 layers should work on :func:`to_pairs` of ``x``: the paired form pays on this
+    device and batch (:func:`paired_form_pays`), the batch is even, and torch.compile is tracing (where
+    nothing outside the run sees the layout: hooks on the layers inside a compiled model do not fire), not
+    torch.export (a program for any batch size must not depend on its parity)."""
+    return (torch.compiler.is_compiling() and not torch.compiler.is_exporting() and x.shape[0] % 2 == 0
+            and _pairs_pay(x))
+
+
+def converse2d_pairs(x: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, padding: int = 2,
+                     padding_mode: str = 'circular') -> torch.Tensor:
+    """:func:`converse2d` with s = 1 and a shared (1, C, k, k) kernel on the pair layout of :func:`to_pairs`:
+    (m, C, H, 2 W) -> (m, C, H, 2 W), equal to ``to_pairs(converse2d(from_pairs(x), ...))``."""
+    if x.dim() != 4 or x.shape[-1] % 2 or weight.dim() != 4 or weight.shape[0] != 1 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f'converse2d_pairs expects a (m, C, H, 2W) pair layout and a (1, C, k, k) kernel, got '
+                         f'input {tuple(x.shape)} and kernel {tuple(weight.shape)}')
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        dtype = torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
+        y = pad_input(x if x.dtype == dtype else x.to(dtype), padding, padding_mode, pairs=True)
+        filt = converse_filter_conj(weight.to(dtype), lam.to(dtype), 1, y.shape[-2], y.shape[-1] // 2, full=True)
+        out = torch.ops.converse.apply_filter(y, filt, 1)[0]
+        if padding:
+            out = out[..., padding:out.shape[-2] - padding, 2 * padding:out.shape[-1] - 2 * padding]
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -391,8 +441,13 @@ def paired_form_pays(y: torch.Tensor, weight: torch.Tensor, scale: int) -> bool:
     more. On the CPU, MKL's real transforms and PyTorch's inverse real 2-D transform (two layout copies) cost
     more than complex ones on half as many images; on CUDA, cuFFT's real transforms do not. Not while
     torch.jit traces (FLOP counting, old exporters): a traced graph is one formulation for every batch size."""
-    return (y.device.type == 'cpu' and y.shape[0] >= 2 and pairable(scale, weight.shape[0], y.shape[-1])
-            and not torch.jit.is_tracing())
+    return _pairs_pay(y) and pairable(scale, weight.shape[0], y.shape[-1])
+
+
+def _pairs_pay(x: torch.Tensor) -> bool:
+    """The device and batch rule of both pair forms: on the CPU, two or more samples, not while torch.jit traces
+    (see :func:`paired_form_pays`)."""
+    return x.device.type == 'cpu' and x.shape[0] >= 2 and not torch.jit.is_tracing()
 
 
 def converse2d_real(x: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int = 1, padding: int = 2,

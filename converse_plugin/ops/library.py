@@ -33,6 +33,14 @@ them complex to complex: on the CPU, MKL's real transforms of sizes with a large
 PyTorch's inverse real 2-D transform makes cost more than that (ConverseDnCNN's 76 = 4 * 19 grid, B4 x 128
 channels: fft2 + ifft2 of the pairs 17 ms, rfft2 + irfft2 29 ms). ``spec_conj`` is then the conjugated pair
 spectrum, (m * C * h * w * 2,).
+
+The interleaved form (the same arithmetic, for callers that keep the pairs interleaved, see
+:func:`converse_plugin.ops.functional.to_pairs`): ``y`` (m, C, h, 2 w) real holds the pairs as the real and
+imaginary parts of (m, C, h, w) complex numbers, and ``filt_conj`` is (2, 1, C, h, w). ``out`` comes back
+in the same layout (m, C, h, 2 w), ``spec_conj`` as in the paired form. Its tensors are the complex ones,
+viewed: no packing or unpacking pass (those were ~140 ms of a 2.3 s ConverseDnCNN CPU training step).
+The filter's width selects the form: s*w // 2 + 1 columns the half spectrum, w (the input's width) the
+paired form, w / 2 the interleaved one.
 Nothing here imports anything outside torch.
 """
 from __future__ import annotations
@@ -74,6 +82,20 @@ def is_paired(filt_conj: Tensor, scale: int, width: int) -> bool:
     return pairable(scale, filt_conj.shape[1], width) and filt_conj.shape[-1] == width
 
 
+def is_interleaved(filt_conj: Tensor, scale: int, width: int) -> bool:
+    """Whether a filter argument selects the interleaved form: :func:`pairable` on an input of ``width`` real
+    columns holding ``width / 2`` complex ones, the filter's width."""
+    return pairable(scale, filt_conj.shape[1], filt_conj.shape[-1]) and 2 * filt_conj.shape[-1] == width
+
+
+def _as_pairs(x: Tensor) -> Tensor:
+    """(m, C, h, 2 w) real, pairs interleaved -> (m, C, h, w) complex, a view (a copy only for a layout that
+    cannot be viewed so)."""
+    if not x.is_contiguous() or x.storage_offset() % 2:
+        x = x.clone(memory_format=torch.contiguous_format)
+    return torch.view_as_complex(x.view(*x.shape[:-1], x.shape[-1] // 2, 2))
+
+
 def _pair(x: Tensor) -> Tensor:
     """(B, C, h, w) real -> (m, C, h, w) complex, samples i and i + m as real and imaginary parts."""
     m = (x.shape[0] + 1) // 2
@@ -113,10 +135,20 @@ def _apply_paired(y: Tensor, filt_conj: Tensor, keep_spectrum: bool):
     return out, (torch.view_as_real(czy).view(-1) if keep_spectrum else None)
 
 
+def _apply_interleaved(y: Tensor, filt_conj: Tensor, keep_spectrum: bool):
+    zy = torch.fft.fft2(_as_pairs(y))  # the pair spectrum Z
+    g = _as_complex(filt_conj).conj_physical_()  # G (kernel-sized)
+    out = torch.fft.ifft2(zy * g if keep_spectrum else zy.mul_(g))
+    spec = torch.view_as_real(zy.conj_physical_()).view(-1) if keep_spectrum else None
+    return torch.view_as_real(out).view(y.shape), spec
+
+
 def _backward_paired(grad_out: Tensor, spec_conj: Tensor, filt_conj: Tensor, need_input: bool,
-                     need_filter: bool) -> tuple[Tensor, Tensor]:
-    b, c, h, w = grad_out.shape
-    gz = torch.fft.fft2(_pair(grad_out))  # _pair reads any strides into a fresh complex tensor
+                     need_filter: bool, interleaved: bool = False) -> tuple[Tensor, Tensor]:
+    """Both pair forms' backward (``interleaved``: grad_out (m, C, h, 2 w), else (B, C, h, w))."""
+    # _pair reads any strides into a fresh complex tensor; _as_pairs views the interleaved pairs
+    gz = torch.fft.fft2(_as_pairs(grad_out) if interleaved else _pair(grad_out))
+    c, h, w = gz.shape[1:]
     grad_y = grad_h = grad_out.new_empty(0)
     if need_filter:
         czy = torch.view_as_complex(spec_conj.view(-1, c, h, w, 2))
@@ -124,7 +156,8 @@ def _backward_paired(grad_out: Tensor, spec_conj: Tensor, filt_conj: Tensor, nee
         grad = _sum_of_products(gz, czy)
         grad_h = torch.stack((grad.real, grad.imag)).mul_(_paired_adjoint(grad_out.dtype, grad_out.device, h * w))
     if need_input:
-        grad_y = _unpair(torch.fft.ifft2(gz.mul_(_as_complex(filt_conj))), b)
+        grad_z = torch.fft.ifft2(gz.mul_(_as_complex(filt_conj)))
+        grad_y = torch.view_as_real(grad_z).view(grad_out.shape) if interleaved else _unpair(grad_z, grad_out.shape[0])
     return grad_y, grad_h
 
 
@@ -140,6 +173,8 @@ def apply_filter_impl(y: Tensor, filt_conj: Tensor, scale: int, keep_spectrum: b
     returns (out, None)."""
     if is_paired(filt_conj, scale, y.shape[-1]):
         return _apply_paired(y, filt_conj, keep_spectrum)
+    if is_interleaved(filt_conj, scale, y.shape[-1]):
+        return _apply_interleaved(y, filt_conj, keep_spectrum)
     b, c, h, w = y.shape
     sh, sw = scale * h, scale * w
     hc = _as_complex(filt_conj)  # (Bk, C, sh, cols)
@@ -178,6 +213,8 @@ def apply_filter_backward_impl(grad_out: Tensor, spec_conj: Tensor, filt_conj: T
                                need_input: bool, need_filter: bool) -> tuple[Tensor, Tensor]:
     if is_paired(filt_conj, scale, grad_out.shape[-1]):
         return _backward_paired(grad_out, spec_conj, filt_conj, need_input, need_filter)
+    if is_interleaved(filt_conj, scale, grad_out.shape[-1]):
+        return _backward_paired(grad_out, spec_conj, filt_conj, need_input, need_filter, interleaved=True)
     b, c, sh, sw = grad_out.shape
     h, w = sh // scale, sw // scale
     hc = _as_complex(filt_conj)
@@ -210,7 +247,7 @@ def apply_filter_backward_impl(grad_out: Tensor, spec_conj: Tensor, filt_conj: T
 @torch.library.custom_op('converse::apply_filter', mutates_args=())
 def apply_filter(y: Tensor, filt_conj: Tensor, scale: int) -> tuple[Tensor, Tensor]:
     """out = irfft2(S(y) * G) (B, C, s*h, s*w) and conj(S(y)) as real pairs (B, C, h, s*w//2+1, 2), flat (the
-    paired form: the conjugated pair spectrum)."""
+    paired and interleaved forms: the conjugated pair spectrum; the interleaved form's out is (m, C, h, 2 w))."""
     return apply_filter_impl(y, filt_conj, scale)
 
 
@@ -220,6 +257,8 @@ def _(y, filt_conj, scale):
     out = y.new_empty(b, c, scale * h, scale * w)
     if is_paired(filt_conj, scale, w):
         return out, y.new_empty((b + 1) // 2 * c * h * w * 2)
+    if is_interleaved(filt_conj, scale, w):
+        return out, y.new_empty(b * c * h * w)
     return out, y.new_empty(b * c * h * (scale * w // 2 + 1) * 2)
 
 

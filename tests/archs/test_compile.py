@@ -13,7 +13,7 @@ from converse_plugin.models.training_speed import parse_compile
 
 # name -> (options, input channels, upscale, kernels); small so each case compiles in a few seconds
 SMALL = {
-    'ConverseDnCNN': ({'num_feat': 8, 'num_block': 2}, 1, 1, False),
+    'ConverseDnCNN': ({'num_feat': 8, 'num_block': 4}, 1, 1, False),  # 4 = PAIRS_MIN_BLOCKS: the pair layout
     'ConverseMSRResNet': ({'num_feat': 8, 'num_block': 1, 'upscale': 4}, 3, 4, False),
     'ConverseNet': ({'num_feat': 8, 'num_block': 2, 'num_iter': 2}, 3, 1, False),
     'ConverseUSRNet': ({'num_feat': 8, 'num_block': 1, 'num_iter': 2, 'kernel_feat': 4, 'kernel_hidden': 8}, 3, 1,
