@@ -220,10 +220,14 @@ def _per_pixel(layer: nn.Module) -> bool:
 
 
 def _has_hooks(module: nn.Module) -> bool:
-    """Whether any forward hook (on ``module``, inside it, or global) would see its tensors."""
+    """Whether any module hook (forward or backward; on ``module``, inside it, or global) would see its
+    tensors."""
     from torch.nn.modules import module as torch_module
-    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks) or any(
-        m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+    if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+            or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in module.modules())
 
 
 def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

@@ -148,6 +148,9 @@ def test_blocks_with_hooks_or_other_operators_keep_the_plain_layout():
         assert not _blocks()[0].takes_pairs()  # a global hook sees every module
     finally:
         handle.remove()
+    block = _blocks()[0]
+    block.conv2[1].register_full_backward_hook(lambda m, gi, go: None)  # would see pair-layout gradients
+    assert not block.takes_pairs()
 
 
 def test_torch_export_with_a_dynamic_batch_keeps_the_plain_layout():
