@@ -242,7 +242,7 @@ def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 # The interleavings at both ends of a pair-layout run are gathers that inductor does not vectorise (and fuses
 # into the LayerNorm that reads them three times); a run must be long enough to pay for them. Measured on the
-# CPU, compiled training steps: ConverseDnCNN (one run of 20 blocks, B4 64^2) ~4% faster; ConverseMSRResNet
+# CPU, compiled training steps: ConverseDnCNN (one run of 20 blocks, B4 64^2) ~3% faster; ConverseMSRResNet
 # (B2 16^2) about even with its 16-block body paired, ~20% slower with its single-block runs paired too.
 PAIRS_MIN_BLOCKS = 4
 

@@ -119,9 +119,10 @@ def from_pairs(x: torch.Tensor) -> torch.Tensor:
 
 def pairs_layout_pays(x: torch.Tensor) -> bool:
     """Whether a run of s = 1 layers should work on :func:`to_pairs` of ``x``: the paired form pays on this
-    device and batch (:func:`paired_form_pays`), the batch is even, and torch.compile is tracing (where
-    nothing outside the run sees the layout: hooks on the layers inside a compiled model do not fire), not
-    torch.export (a program for any batch size must not depend on its parity)."""
+    device and batch (:func:`paired_form_pays`), the batch is even, and torch.compile is tracing (in eager
+    mode, callers would see the layout; under compile the caller decides for the layers in between, e.g.
+    ``ConverseBlock.takes_pairs`` keeps blocks with hooks out), not torch.export (a program for any batch size
+    must not depend on its parity)."""
     return (torch.compiler.is_compiling() and not torch.compiler.is_exporting() and x.shape[0] % 2 == 0
             and _pairs_pay(x))
 
