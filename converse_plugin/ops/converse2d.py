@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from converse_plugin.ops.functional import (AMBIENT_IMPL, PADDING_MODES, converse2d, converse2d_pairs,
-                                            converse_filter_conj, converse_lambda, pad_input, paired_form_pays)
+from converse_plugin.ops.functional import (AMBIENT_IMPL, PADDING_MODES, converse2d, converse_filter_conj,
+                                            converse_lambda, pad_input, paired_form_pays, result_dtype)
 
 
 class Converse2D(nn.Module):
@@ -88,19 +88,7 @@ class Converse2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, s*H, s*W)."""
-        if x.dim() != 4:
-            raise ValueError(f'Converse2D expects a 4-D input (B, C, H, W), got shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f'Converse2D expects {self.in_channels} channels, got input of shape {tuple(x.shape)}')
-        filt = None
-        if ((not self.training or not torch.is_grad_enabled()) and (self.impl or AMBIENT_IMPL[0]) == 'fft'
-                and not torch.compiler.is_compiling()):
-            height, width = x.shape[-2] + 2 * self.padding, x.shape[-1] + 2 * self.padding
-            dtype = torch.float64 if torch.float64 in (x.dtype, self.weight.dtype) else torch.float32
-            pad_input(x[:1, :1, :, :], self.padding, self.padding_mode)  # validates before caching
-            filt = self._filter(height, width, dtype, paired_form_pays(x, self.weight, self.scale))
-        return converse2d(x, self.weight, converse_lambda(self.bias, self.eps), self.scale, self.padding,
-                          self.padding_mode, filt=filt, impl=self.impl, compute_dtype=self.compute_dtype)
+        return self._run(x, pairs=False)
 
     def takes_pairs(self) -> bool:
         """Whether :meth:`forward_pairs` applies: s = 1 and the 'fft' formulation."""
@@ -112,7 +100,20 @@ class Converse2D(nn.Module):
         if not self.takes_pairs():
             raise ValueError(f'Converse2D.forward_pairs needs scale 1 and impl fft, got scale {self.scale} and '
                              f'impl {self.impl or AMBIENT_IMPL[0]!r}')
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
+        return self._run(x, pairs=True)
+
+    def _run(self, x: torch.Tensor, pairs: bool) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f'Converse2D expects a 4-D input (B, C, H, W), got shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
             raise ValueError(f'Converse2D expects {self.in_channels} channels, got input of shape {tuple(x.shape)}')
-        return converse2d_pairs(x, self.weight, converse_lambda(self.bias, self.eps), self.padding,
-                                self.padding_mode)
+        filt = None
+        if ((not self.training or not torch.is_grad_enabled()) and (self.impl or AMBIENT_IMPL[0]) == 'fft'
+                and not torch.compiler.is_compiling()):
+            step = 2 if pairs else 1  # real columns per pixel
+            height, width = x.shape[-2] + 2 * self.padding, x.shape[-1] // step + 2 * self.padding
+            pad_input(x[:1, :1, :, :], self.padding, self.padding_mode, pairs)  # validates before caching
+            filt = self._filter(height, width, result_dtype(x, self.weight),
+                                pairs or paired_form_pays(x, self.weight, self.scale))
+        return converse2d(x, self.weight, converse_lambda(self.bias, self.eps), self.scale, self.padding,
+                          self.padding_mode, filt=filt, impl=self.impl, compute_dtype=self.compute_dtype, pairs=pairs)

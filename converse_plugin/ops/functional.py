@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from converse_plugin.ops import library as _library  # noqa: F401  (registers torch.ops.converse.*)
-from converse_plugin.ops.library import apply_filter_impl, is_paired, pairable
+from converse_plugin.ops.library import apply_filter_impl, is_interleaved, is_paired, pairable
 
 IMPLS = ('fft', 'real')
 PADDING_MODES = ('circular', 'replicate', 'reflect', 'zeros')
@@ -45,6 +45,12 @@ PADDING_MODES = ('circular', 'replicate', 'reflect', 'zeros')
 def converse_lambda(bias: torch.Tensor, eps: float) -> torch.Tensor:
     """lam_c = sigmoid(b_c - 9) + eps, the per-channel regularisation weight of spec §1."""
     return torch.sigmoid(bias - 9.0) + eps
+
+
+def result_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The operator's output dtype (and that of its 'fft' computation): float64 if the input or the kernel is
+    float64, else float32, whatever autocast says."""
+    return torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
 
 
 def check_padding(height: int, width: int, padding: int, padding_mode: str) -> None:
@@ -105,8 +111,8 @@ def _pad_index(n: int, padding: int, mode: str, device: torch.device, step: int 
 def to_pairs(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W), B even -> (B / 2, C, H, 2 W): samples i and i + B / 2 interleaved pixel by pixel, the
     real and imaginary parts of one complex image. Per-pixel layers (1x1 convolutions, channel norms,
-    activations) treat it as a batch of B / 2 images of width 2 W; :func:`converse2d_pairs` transforms it
-    without packing or unpacking pairs (see :mod:`converse_plugin.ops.library`)."""
+    activations) treat it as a batch of B / 2 images of width 2 W; :func:`converse2d` with ``pairs=True``
+    transforms it without packing or unpacking pairs (see :mod:`converse_plugin.ops.library`)."""
     b, c, h, w = x.shape
     return x.view(2, b // 2, c, h, w).permute(1, 2, 3, 4, 0).reshape(b // 2, c, h, 2 * w)
 
@@ -125,23 +131,6 @@ def pairs_layout_pays(x: torch.Tensor) -> bool:
     must not depend on its parity)."""
     return (torch.compiler.is_compiling() and not torch.compiler.is_exporting() and x.shape[0] % 2 == 0
             and _pairs_pay(x))
-
-
-def converse2d_pairs(x: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, padding: int = 2,
-                     padding_mode: str = 'circular') -> torch.Tensor:
-    """:func:`converse2d` with s = 1 and a shared (1, C, k, k) kernel on the pair layout of :func:`to_pairs`:
-    (m, C, H, 2 W) -> (m, C, H, 2 W), equal to ``to_pairs(converse2d(from_pairs(x), ...))``."""
-    if x.dim() != 4 or x.shape[-1] % 2 or weight.dim() != 4 or weight.shape[0] != 1 or weight.shape[1] != x.shape[1]:
-        raise ValueError(f'converse2d_pairs expects a (m, C, H, 2W) pair layout and a (1, C, k, k) kernel, got '
-                         f'input {tuple(x.shape)} and kernel {tuple(weight.shape)}')
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        dtype = torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
-        y = pad_input(x if x.dtype == dtype else x.to(dtype), padding, padding_mode, pairs=True)
-        filt = converse_filter_conj(weight.to(dtype), lam.to(dtype), 1, y.shape[-2], y.shape[-1] // 2, full=True)
-        out = torch.ops.converse.apply_filter(y, filt, 1)[0]
-        if padding:
-            out = out[..., padding:out.shape[-2] - padding, 2 * padding:out.shape[-1] - 2 * padding]
-        return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -359,11 +348,12 @@ def converse2d(x: torch.Tensor,
                padding_mode: str = 'circular',
                filt: torch.Tensor | None = None,
                impl: str | None = None,
-               compute_dtype: torch.dtype | None = None) -> torch.Tensor:
+               compute_dtype: torch.dtype | None = None,
+               pairs: bool = False) -> torch.Tensor:
     """Reverse convolution of ``x`` (spec §1).
 
     Args:
-        x: (B, C, H, W) input Y.
+        x: (B, C, H, W) input Y (``pairs``: the (m, C, H, 2 W) pair layout of :func:`to_pairs`).
         weight: (1 or B, C, k, k) kernels K (per channel, optionally per sample).
         lam: positive regularisation, broadcastable to (1 or B, C, 1, 1).
         scale: integer upscaling factor s >= 1.
@@ -377,8 +367,10 @@ def converse2d(x: torch.Tensor,
             :func:`converse_plugin.ops.export.export_mode` was entered without a model.
         compute_dtype: dtype of the transforms of ``impl='real'`` (default float32, float64 for float64
             inputs); 'fft' computes in float32, or float64 for float64 inputs.
+        pairs: ``x`` is the interleaved pair layout (s = 1, a shared (1, C, k, k) kernel, 'fft'); the result
+            is too, equal to ``to_pairs(converse2d(from_pairs(x), ...))`` with no packing in between.
     Returns:
-        (B, C, s*H, s*W), dtype float32 (or float64 for float64 inputs), whatever autocast says.
+        (B, C, s*H, s*W) (``pairs``: x's shape), dtype :func:`result_dtype`.
     """
     if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
         raise ValueError(f'scale must be an integer >= 1, got {scale!r}')
@@ -392,28 +384,33 @@ def converse2d(x: torch.Tensor,
         compute_dtype = compute_dtype or ambient_dtype
     if impl not in IMPLS:
         raise ValueError(f'impl must be one of {IMPLS}, got {impl!r}')
+    if pairs and (x.shape[-1] % 2 or weight.shape[0] != 1 or scale != 1 or impl != 'fft'):
+        raise ValueError(f'the pair layout needs an input (m, C, H, 2W), a (1, C, k, k) kernel, scale 1 and impl '
+                         f"'fft', got input {tuple(x.shape)}, kernel {tuple(weight.shape)}, scale {scale}, "
+                         f'impl {impl!r}')
     with torch.autocast(device_type=x.device.type, enabled=False):
-        out_dtype = torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
+        out_dtype = result_dtype(x, weight)
         dtype = out_dtype if impl == 'fft' else (compute_dtype or out_dtype)
         if x.dtype != dtype:
             x = x.to(dtype)
-        y = pad_input(x, padding, padding_mode)
-        h, w = y.shape[-2:]
+        y = pad_input(x, padding, padding_mode, pairs)
         if impl == 'real':
             out = _converse2d_real(y, weight.to(dtype), lam.to(dtype), scale)
         else:
-            out = _apply(y, weight, lam, scale, filt, dtype)
+            out = _apply(y, weight, lam, scale, filt, dtype, pairs)
         if padding:
             c = padding * scale
-            out = out[..., c:out.shape[-2] - c, c:out.shape[-1] - c]
+            cols = 2 * c if pairs else c  # real columns
+            out = out[..., c:out.shape[-2] - c, cols:out.shape[-1] - cols]
         return out if out.dtype == out_dtype else out.to(out_dtype)
 
 
 def _apply(y: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int, filt: torch.Tensor | None,
-           dtype: torch.dtype) -> torch.Tensor:
+           dtype: torch.dtype, pairs: bool = False) -> torch.Tensor:
     """``impl='fft'`` on the padded input: the filter (differentiable torch code), then the custom operator
-    (inference in eager mode: the same computation, multiplying in place)."""
-    h, w = y.shape[-2:]
+    (inference in eager mode: the same computation, multiplying in place). ``pairs``: y is the pair layout,
+    whose filter has all w / 2 columns of the complex images (the operator's interleaved form)."""
+    h, w = y.shape[-2], y.shape[-1] // 2 if pairs else y.shape[-1]
     compiling = torch.compiler.is_compiling()
     if filt is None:
         weight = weight if weight.dtype == dtype else weight.to(dtype)
@@ -424,11 +421,15 @@ def _apply(y: torch.Tensor, weight: torch.Tensor, lam: torch.Tensor, scale: int,
             # the backward pass instead of keeping them beside the activations (cheap next to the FFTs)
             filt = checkpoint(converse_filter_conj, weight, lam, scale, h, w, use_reentrant=False)
         else:
-            filt = converse_filter_conj(weight, lam, scale, h, w, full=paired_form_pays(y, weight, scale))
+            filt = converse_filter_conj(weight, lam, scale, h, w, full=pairs or paired_form_pays(y, weight, scale))
     elif filt.is_complex():  # G from converse_filter
         filt = torch.stack((filt.real, -filt.imag))
     cols = scale * w // 2 + 1
-    if filt.shape[-1] != cols and not is_paired(filt, scale, w):
+    if pairs:
+        if not is_interleaved(filt, scale, y.shape[-1]):
+            raise ValueError(f'filt has {filt.shape[-1]} columns for the pair layout of {h}x{w} padded images: '
+                             f'expected {w} (converse_filter_conj with full=True and a shared kernel)')
+    elif filt.shape[-1] != cols and not is_paired(filt, scale, w):
         raise ValueError(f'filt has {filt.shape[-1]} columns for a {h}x{w} padded input at scale {scale}: expected '
                          f'{cols} (converse_filter_conj), or {w} (full=True, for scale 1 and a shared kernel only)')
     if compiling or (torch.is_grad_enabled() and (y.requires_grad or filt.requires_grad)):

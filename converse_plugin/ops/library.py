@@ -105,16 +105,13 @@ def _pair(x: Tensor) -> Tensor:
     return torch.complex(x[:m], hi)
 
 
-def _unpair(z: Tensor, batch: int, negate_imag: bool = False) -> Tensor:
-    """Inverse of :func:`_pair` on (m, C, h, w) complex: the real parts, then the imaginary parts (negated if
-    ``negate_imag``), as (batch, C, h, w) real (one pass of copies)."""
+def _unpair(z: Tensor, batch: int) -> Tensor:
+    """Inverse of :func:`_pair` on (m, C, h, w) complex: the real parts, then the imaginary parts, as
+    (batch, C, h, w) real (one pass of copies)."""
     m = z.shape[0]
     out = z.real.new_empty(batch, *z.shape[1:])
     out[:m].copy_(z.real)
-    if negate_imag:
-        torch.neg(z.imag[:batch - m], out=out[m:])
-    else:
-        out[m:].copy_(z.imag[:batch - m])
+    out[m:].copy_(z.imag[:batch - m])
     return out
 
 
@@ -127,20 +124,22 @@ def _sum_of_products(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _apply_paired(y: Tensor, filt_conj: Tensor, keep_spectrum: bool):
-    czy = torch.fft.fft2(_pair(y)).conj_physical_()  # conj of the pair spectrum
-    prod = czy * _as_complex(filt_conj) if keep_spectrum else czy.mul_(_as_complex(filt_conj))
-    # prod = conj(Z G); the outputs are ifft2(Z G) = conj(fft2(prod) / N): a forward transform normalised like
-    # the inverse, then the real parts and the negated imaginary parts
-    out = _unpair(torch.fft.fft2(prod, norm='forward'), y.shape[0], negate_imag=True)
-    return out, (torch.view_as_real(czy).view(-1) if keep_spectrum else None)
+    out, spec = _filter_pairs(_pair(y), filt_conj, keep_spectrum)
+    return _unpair(out, y.shape[0]), spec
 
 
 def _apply_interleaved(y: Tensor, filt_conj: Tensor, keep_spectrum: bool):
-    zy = torch.fft.fft2(_as_pairs(y))  # the pair spectrum Z
+    out, spec = _filter_pairs(_as_pairs(y), filt_conj, keep_spectrum)
+    return torch.view_as_real(out).view(y.shape), spec
+
+
+def _filter_pairs(z: Tensor, filt_conj: Tensor, keep_spectrum: bool) -> tuple[Tensor, Tensor | None]:
+    """Both pair forms' forward on the complex pairs z (m, C, h, w): ifft2(Z G) (complex, m, C, h, w) and, if
+    ``keep_spectrum``, conj(Z) as flat real pairs (else Z is multiplied in place)."""
+    zy = torch.fft.fft2(z)  # the pair spectrum Z
     g = _as_complex(filt_conj).conj_physical_()  # G (kernel-sized)
     out = torch.fft.ifft2(zy * g if keep_spectrum else zy.mul_(g))
-    spec = torch.view_as_real(zy.conj_physical_()).view(-1) if keep_spectrum else None
-    return torch.view_as_real(out).view(y.shape), spec
+    return out, (torch.view_as_real(zy.conj_physical_()).view(-1) if keep_spectrum else None)
 
 
 def _backward_paired(grad_out: Tensor, spec_conj: Tensor, filt_conj: Tensor, need_input: bool,

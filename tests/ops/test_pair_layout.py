@@ -1,5 +1,5 @@
 """The interleaved pair layout: two samples per complex image, kept interleaved between layers
-(converse_plugin.ops.functional.to_pairs, converse2d_pairs; the operator's interleaved form), and its use by
+(converse_plugin.ops.functional.to_pairs, converse2d with pairs=True; the operator's interleaved form), and its use by
 run_blocks under torch.compile on the CPU."""
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from converse_plugin.archs import converse_block
 from converse_plugin.archs.converse_block import ConverseBlock, run_blocks
 from converse_plugin.ops import Converse2D, converse2d, converse_filter_conj
 from converse_plugin.ops import library
-from converse_plugin.ops.functional import (PADDING_MODES, converse2d_pairs, from_pairs, pairs_layout_pays,
-                                            to_pairs)
+from converse_plugin.ops.functional import PADDING_MODES, from_pairs, pairs_layout_pays, to_pairs
 
 
 def test_to_pairs_interleaves_samples_i_and_i_plus_half_and_from_pairs_inverts_it():
@@ -26,7 +25,7 @@ def test_to_pairs_interleaves_samples_i_and_i_plus_half_and_from_pairs_inverts_i
 
 @pytest.mark.parametrize('padding_mode', PADDING_MODES)
 @pytest.mark.parametrize('padding', (0, 3))
-def test_converse2d_pairs_equals_converse2d_with_all_gradients(padding_mode, padding):
+def test_converse2d_on_pairs_equals_converse2d_with_all_gradients(padding_mode, padding):
     """float64: outputs and the gradients of the input, kernel and lambda equal the plain layout's to 1e-12."""
     g = torch.Generator().manual_seed(padding)
     x = torch.randn(4, 3, 8, 9, dtype=torch.float64, generator=g)
@@ -38,7 +37,7 @@ def test_converse2d_pairs_equals_converse2d_with_all_gradients(padding_mode, pad
         xs, ws, bs = (t.clone().requires_grad_(True) for t in (x, weight, bias))
         lam = torch.sigmoid(bs) + 1e-2
         if pairs:
-            out = from_pairs(converse2d_pairs(to_pairs(xs), ws, lam, padding, padding_mode))
+            out = from_pairs(converse2d(to_pairs(xs), ws, lam, 1, padding, padding_mode, pairs=True))
         else:
             out = converse2d(xs, ws, lam, 1, padding, padding_mode)
         results.append((out, *torch.autograd.grad(out, (xs, ws, bs), up)))
@@ -76,16 +75,36 @@ def test_interleaved_form_reads_any_strides():
         torch.testing.assert_close(torch.ops.converse.apply_filter(variant, filt, 1)[0], ref, rtol=0, atol=0)
 
 
-def test_converse2d_pairs_rejects_what_it_cannot_pair():
+def test_converse2d_on_pairs_rejects_what_it_cannot_pair():
     x = torch.zeros(2, 3, 8, 10)
-    with pytest.raises(ValueError, match='pair layout'):
-        converse2d_pairs(x[..., :9], torch.ones(1, 3, 3, 3), torch.ones(1, 3, 1, 1))  # odd width
-    with pytest.raises(ValueError, match=r'\(1, C, k, k\) kernel'):
-        converse2d_pairs(x, torch.ones(2, 3, 3, 3), torch.ones(1, 3, 1, 1))  # per-sample kernels
+    w, lam = torch.ones(1, 3, 3, 3), torch.ones(1, 3, 1, 1)
+    with pytest.raises(ValueError, match=r'pair layout needs an input \(m, C, H, 2W\).*got input \(2, 3, 8, 9\)'):
+        converse2d(x[..., :9], w, lam, pairs=True)  # odd width
+    with pytest.raises(ValueError, match=r'\(1, C, k, k\) kernel.*kernel \(2, 3, 3, 3\)'):
+        converse2d(x, torch.ones(2, 3, 3, 3), lam, pairs=True)  # per-sample kernels
+    with pytest.raises(ValueError, match='scale 1.*scale 2'):
+        converse2d(x, w, lam, 2, pairs=True)
+    with pytest.raises(ValueError, match="impl 'real'"):
+        converse2d(x, w, lam, impl='real', pairs=True)
     with pytest.raises(ValueError, match='scale 1'):
         Converse2D(3, 3, 3, scale=2).forward_pairs(x)
+    with pytest.raises(ValueError, match='expects 3 channels'):
+        Converse2D(3, 3, 3).forward_pairs(x[:, :2])
     with pytest.raises(ValueError, match="padding_mode 'reflect' needs padding < input size"):
-        converse2d_pairs(x, torch.ones(1, 3, 3, 3), torch.ones(1, 3, 1, 1), 8, 'reflect')
+        converse2d(x, w, lam, 1, 8, 'reflect', pairs=True)
+    with pytest.raises(ValueError, match='filt has 10 columns for the pair layout'):
+        converse2d(x, w, lam, 1, 0, filt=converse_filter_conj(w, lam, 1, 8, 10, full=True), pairs=True)
+
+
+def test_forward_pairs_in_eval_uses_the_cached_filter_and_equals_forward():
+    """Eager inference on the pair layout: the module's filter cache keyed by layout, the same result."""
+    layer = Converse2D(3, 3, 5, padding=4, padding_mode='reflect').eval()
+    x = torch.rand(4, 3, 9, 11, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        plain = layer(x)
+        paired = from_pairs(layer.forward_pairs(to_pairs(x)))
+        assert layer._cache[0][3] is True and layer._cache[1].shape[-1] == 11 + 8
+    torch.testing.assert_close(paired, plain, rtol=1e-5, atol=1e-5)
 
 
 def test_the_pair_layout_is_only_for_compiled_cpu_even_batches():
