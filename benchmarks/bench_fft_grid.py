@@ -4,11 +4,13 @@ depends on that size's prime factors, not only on its area.
     .venv/bin/python benchmarks/bench_fft_grid.py [--crops 60 64 68 72 76] [--padding 6] [--batch 4]
         [--channels 128] [--threads 1] [--repeat 20] [--device cpu|cuda] [--json ...]
 
-For each crop size: one rfft2 and one irfft2 (the forward pass of one Converse2D layer; the backward pass runs
-the same pair again) of a (batch, channels, n, n) float32 tensor, n = crop + 2 * padding, median of
-``--repeat`` runs, all sizes interleaved. The defaults are ConverseDnCNN's layer (128 channels, k 7, padding
+For each crop size, n = crop + 2 * padding, medians of ``--repeat`` runs, all sizes interleaved:
+- "real": one rfft2 and one irfft2 of a (batch, channels, n, n) float32 tensor (the forward pass of one Converse2D
+  layer in the real-transform form, CUDA's; the backward pass runs the same pair again);
+- "pairs": one fft2 and one ifft2 of the (ceil(batch / 2), channels, n, n) complex64 pairs (the CPU's paired and
+  interleaved forms: two samples per complex transform). The defaults are ConverseDnCNN's layer (128 channels, k 7, padding
 6) at the CPU benchmark's batch of 4 (``bench_train_step.py``). "per crop pixel" divides by crop^2: the cost of
-training on that crop size, per pixel of data.
+training on that crop size, per pixel of data, for each form.
 """
 from __future__ import annotations
 
@@ -49,14 +51,21 @@ def factor_text(n: int) -> str:
     return f"{n} = {' * '.join(parts) or '1'}"
 
 
-def time_pair(batch: int, channels: int, n: int, device: str, repeat: int) -> list[tuple[float, float]]:
-    """(rfft2 ms, irfft2 ms) of each of ``repeat`` runs on a (batch, channels, n, n) tensor."""
+TRANSFORMS = ('rfft2', 'irfft2', 'fft2_pairs', 'ifft2_pairs')
+
+
+def time_pair(batch: int, channels: int, n: int, device: str, repeat: int) -> list[tuple[float, ...]]:
+    """(ms of each of :data:`TRANSFORMS`) for each of ``repeat`` runs: rfft2 and irfft2 of a (batch, channels,
+    n, n) tensor, fft2 and ifft2 of its (ceil(batch / 2), channels, n, n) complex pairs."""
     x = torch.randn(batch, channels, n, n, device=device)
     spec = torch.fft.rfft2(x)
+    pairs = torch.randn((batch + 1) // 2, channels, n, n, dtype=torch.complex64, device=device)
+    fns = (lambda: torch.fft.rfft2(x), lambda: torch.fft.irfft2(spec, s=(n, n)),
+           lambda: torch.fft.fft2(pairs), lambda: torch.fft.ifft2(pairs))
     runs = []
     for _ in range(repeat):
         times = []
-        for fn in (lambda: torch.fft.rfft2(x), lambda: torch.fft.irfft2(spec, s=(n, n))):
+        for fn in fns:
             if device == 'cuda':
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -79,19 +88,23 @@ def measure(crops: list[int], padding: int, batch: int, channels: int, device: s
             runs[n] += time_pair(batch, channels, n, device, 1)
     rows = []
     for crop, n in zip(crops, grids):
-        fwd = statistics.median(r[0] for r in runs[n])
-        inv = statistics.median(r[1] for r in runs[n])
-        rows.append({'crop': crop, 'grid': n, 'factors': factor_text(n), 'largest_prime': prime_factors(n)[-1]
-                     if n > 1 else 1, 'rfft2_ms': fwd, 'irfft2_ms': inv,
-                     'ns_per_crop_pixel': (fwd + inv) * 1e6 / (batch * channels * crop * crop)})
+        ms = {name: statistics.median(r[i] for r in runs[n]) for i, name in enumerate(TRANSFORMS)}
+        pixels = batch * channels * crop * crop
+        rows.append({'crop': crop, 'grid': n, 'factors': factor_text(n),
+                     'largest_prime': prime_factors(n)[-1] if n > 1 else 1,
+                     **{f'{name}_ms': v for name, v in ms.items()},
+                     'ns_per_crop_pixel': (ms['rfft2'] + ms['irfft2']) * 1e6 / pixels,
+                     'pairs_ns_per_crop_pixel': (ms['fft2_pairs'] + ms['ifft2_pairs']) * 1e6 / pixels})
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ['| crop | grid | rfft2 ms | irfft2 ms | ns per crop pixel |', '|---:|---|---:|---:|---:|']
+    lines = ['| crop | grid | rfft2 ms | irfft2 ms | real: ns per crop pixel | pairs fft2 ms | pairs ifft2 ms | '
+             'pairs: ns per crop pixel |', '|---:|---|---:|---:|---:|---:|---:|---:|']
     for r in rows:
         lines.append(f"| {r['crop']} | {r['factors']} | {r['rfft2_ms']:.2f} | {r['irfft2_ms']:.2f} | "
-                     f"{r['ns_per_crop_pixel']:.2f} |")
+                     f"{r['ns_per_crop_pixel']:.2f} | {r['fft2_pairs_ms']:.2f} | {r['ifft2_pairs_ms']:.2f} | "
+                     f"{r['pairs_ns_per_crop_pixel']:.2f} |")
     return '\n'.join(lines)
 
 

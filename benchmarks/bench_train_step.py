@@ -112,13 +112,16 @@ def build(recipe: str, mode: str, device: str, batch: int, size: int, adam: str 
 
 
 def train_compile_kwargs(device: str) -> dict:
-    """What ``train: compile: true`` passes to torch.compile on ``device`` (the imported checkout's
-    ``parse_compile``; nothing extra for a checkout without it)."""
+    """What ``train: compile: true`` passes to torch.compile on ``device``: the imported checkout's
+    ``parse_compile``. A checkout without it, or with one that takes no device (older than the CPU inductor
+    options), gets what it would have passed: nothing, or ``parse_compile(True)``."""
     try:
         from converse_plugin.models.training_speed import parse_compile
-        return parse_compile(True, torch.device(device)) or {}
-    except (ImportError, TypeError):
+    except ImportError:
         return {}
+    if 'device' not in inspect.signature(parse_compile).parameters:
+        return parse_compile(True) or {}
+    return parse_compile(True, torch.device(device)) or {}
 
 
 def leaf_ops(step, device: str) -> tuple[int, int | None]:

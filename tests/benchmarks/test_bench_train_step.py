@@ -105,3 +105,22 @@ def test_compile_mode_uses_what_train_compile_adds():
     from converse_plugin.models.training_speed import parse_compile
     assert bts.train_compile_kwargs('cpu') == parse_compile(True, torch.device('cpu'))
     assert bts.train_compile_kwargs('cpu')['options']['aggressive_fusion'] is True
+
+
+def test_compile_kwargs_of_an_older_checkout_follow_its_parse_compile(monkeypatch):
+    """A checkout whose parse_compile takes no device gets parse_compile(True); a TypeError raised inside the
+    current one is not mistaken for an older signature."""
+    from converse_plugin.models import training_speed
+
+    def old(value):
+        return {'mode': 'default'} if value is True else None
+
+    monkeypatch.setattr(training_speed, 'parse_compile', old)
+    assert bts.train_compile_kwargs('cpu') == {'mode': 'default'}
+
+    def broken(value, device=None):
+        raise TypeError('a bug inside parse_compile')
+
+    monkeypatch.setattr(training_speed, 'parse_compile', broken)
+    with pytest.raises(TypeError, match='a bug inside'):
+        bts.train_compile_kwargs('cpu')
