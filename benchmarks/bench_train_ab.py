@@ -1,6 +1,6 @@
 """Two training steps compared turn by turn: A and B in two worker processes that take turns, one step each.
 
-    .venv/bin/python benchmarks/bench_train_ab.py --a eager,adam=default,allocator=system,source=/tmp/f3cd289 \
+    .venv/bin/python benchmarks/bench_train_ab.py --a eager,adam=default,allocator=system,ftz=off,source=/tmp/f3cd289 \
         --b compile [--recipe dncnn] [--steps 12] [--warmup 2] [--threads 1]
 
 A shared machine's speed drifts by 10-20% within minutes, so two benchmark runs one after the other compare
@@ -8,9 +8,9 @@ the hours they ran in as much as the code. Here the two steps alternate (A B, B 
 at a time), so each pair of steps sees the same machine. The table gives both medians, the median of the
 per-pair ratios A/B, and their range.
 
-A side is ``MODE[,adam=auto|default|fused][,allocator=cache|system][,source=DIR]``: a mode and the options of
-``bench_train_step.py`` (``source``: another checkout's converse_plugin, e.g. the commit issue 14 measured,
-``git worktree add /tmp/f3cd289 f3cd289``). Each worker is ``bench_train_step.py``'s recipe and step, in its
+A side is ``MODE[,adam=auto|default|fused][,allocator=cache|system][,ftz=on|off][,source=DIR]``: a mode and the
+options of ``bench_train_step.py`` (``ftz``: its ``--flush-denormal``; ``source``: another checkout's
+converse_plugin, e.g. the commit issue 14 measured, ``git worktree add /tmp/f3cd289 f3cd289``). Each worker is ``bench_train_step.py``'s recipe and step, in its
 own process (two checkouts cannot share one).
 """
 from __future__ import annotations
@@ -23,22 +23,21 @@ import subprocess
 import sys
 import time
 from os import path as osp
-from types import SimpleNamespace
 
 HERE = osp.dirname(osp.abspath(__file__))
 if HERE not in sys.path:  # bench_train_step, as a script's neighbour (the workers run this file as a script)
     sys.path.insert(0, HERE)
-KEYS = {'adam': ('auto', 'default', 'fused'), 'allocator': ('cache', 'system'), 'source': None}
+KEYS = {'adam': ('auto', 'default', 'fused'), 'allocator': ('cache', 'system'), 'ftz': ('on', 'off'), 'source': None}
 
 
 def parse_side(text: str) -> dict:
-    """``MODE[,key=value...]`` -> {'mode': ..., 'adam': ..., 'allocator': ..., 'source': ...}; SystemExit naming
+    """``MODE[,key=value...]`` -> {'mode': ..., 'adam': ..., 'allocator': ..., 'ftz': ..., 'source': ...}; SystemExit naming
     the part that is wrong."""
     from bench_train_step import MODES
     mode, *rest = [part.strip() for part in text.split(',')]
     if mode not in MODES:
         raise SystemExit(f'side {text!r}: the mode must be one of {MODES}, got {mode!r}')
-    side = {'mode': mode, 'adam': 'auto', 'allocator': 'cache', 'source': None}
+    side = {'mode': mode, 'adam': 'auto', 'allocator': 'cache', 'ftz': 'on', 'source': None}
     for part in rest:
         key, sep, value = part.partition('=')
         if not sep or key not in KEYS:
@@ -57,10 +56,8 @@ def worker(spec: str) -> None:
         bts.use_source(cfg['source'])
     import torch
     torch.set_num_threads(cfg['threads'])
-    allocators = bts.load_cpu_allocator()
     # stdout is the protocol: what the setup logs goes to stderr
-    allocators.setup_cpu_allocator({'cpu_allocator': cfg['allocator']}, torch.device('cpu'),
-                                   SimpleNamespace(info=lambda msg: print(msg, file=sys.stderr)))
+    bts.setup_cpu('cpu', cfg['allocator'], cfg['ftz'] == 'on', lambda msg: print(msg, file=sys.stderr))
     _, _, _, _, (batch, size), _, _ = bts.RECIPES[cfg['recipe']]
     built = bts.build(cfg['recipe'], cfg['mode'], 'cpu', cfg['batch'] or batch, cfg['size'] or size, cfg['adam'])
     if built is None:
@@ -94,7 +91,7 @@ def ask(proc: subprocess.Popen, line: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--a', help='MODE[,adam=...][,allocator=...][,source=DIR] (required)')
+    parser.add_argument('--a', help='MODE[,adam=...][,allocator=...][,ftz=...][,source=DIR] (required)')
     parser.add_argument('--b', help='the same for the other side (required)')
     parser.add_argument('--recipe', default='dncnn')
     parser.add_argument('--steps', type=int, default=12, help='timed steps per side')

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_train_step.py [--device cpu|cuda] [--recipes dncnn ...]
         [--modes eager compile bf16 checkpoint] [--steps 5] [--threads 1] [--batch B] [--size S]
         [--json benchmarks/results/train_step_cpu.json] [--source DIR] [--cpu-allocator cache|system]
+        [--flush-denormal on|off]
 
 A step is forward + L1 loss + backward + Adam. ``--adam auto`` (default): in eager modes ``fused=True`` (one
 kernel for all parameters), in the compile mode the model and ``opt.step`` are both compiled (inductor fuses
@@ -26,7 +27,8 @@ Recipes (CUDA shapes; on the CPU the smaller defaults in brackets, printed with 
 
 ``--cpu-allocator``: ``cache`` (default, what ``basicsr train`` sets up on the CPU: ``train: cpu_allocator``,
 glibc keeps freed memory for the next step) or ``system`` (glibc's defaults: large tensors are mapped afresh
-every step; the page faults and system time columns show the difference).
+every step; the page faults and system time columns show the difference). ``--flush-denormal``: ``on``
+(default, as ``train: flush_denormal: true``: the CPU treats denormals as zero) or ``off``.
 
 ``--source DIR`` times another checkout of this repository instead (its ``converse_plugin``; this script's
 recipes, modes and timing), e.g. the commit issue 14 measured: ``git worktree add /tmp/f3cd289 f3cd289``, then
@@ -212,15 +214,27 @@ def os_usage() -> tuple[int, float] | None:
     return usage.ru_minflt, usage.ru_stime
 
 
-def load_cpu_allocator():
-    """This checkout's ``converse_plugin/engine/allocator.py``, loaded from its file (no package import, so
-    that ``--source`` still decides which converse_plugin the architectures come from)."""
+def load_engine_module(name: str):
+    """This checkout's ``converse_plugin/engine/<name>.py`` (``allocator``, ``denormals``: the CPU setup that
+    ``basicsr train`` does), loaded from its file (no package import, so that ``--source`` still decides which
+    converse_plugin the architectures come from)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location(
-        'bench_cpu_allocator', osp.join(REPO, 'converse_plugin', 'engine', 'allocator.py'))
+        f'bench_engine_{name}', osp.join(REPO, 'converse_plugin', 'engine', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def setup_cpu(device: str, allocator: str, flush_denormal: bool, note) -> tuple[str, bool]:
+    """What ``basicsr train`` sets up for a run on ``device`` (``train: cpu_allocator`` and ``train:
+    flush_denormal``), before any step; returns (the allocator in effect, whether denormals are flushed).
+    ``note`` takes what the setup logs (e.g. a C library other than glibc)."""
+    logger = SimpleNamespace(info=note, warning=note)
+    cached = load_engine_module('allocator').setup_cpu_allocator(
+        {'cpu_allocator': allocator}, torch.device(device), logger)
+    flushed = load_engine_module('denormals').setup_flush_denormal({'flush_denormal': flush_denormal}, logger)
+    return ('cache' if cached else 'system'), flushed
 
 
 def use_source(source: str) -> str:
@@ -253,9 +267,10 @@ def main(argv=None) -> int:
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--breakdown', action='store_true', help='profile one more step: time per category')
     parser.add_argument('--json', default=None, help='default benchmarks/results/train_step_<device>.json')
-    allocators = load_cpu_allocator()
-    parser.add_argument('--cpu-allocator', default='cache', choices=allocators.CPU_ALLOCATORS,
+    parser.add_argument('--cpu-allocator', default='cache', choices=load_engine_module('allocator').CPU_ALLOCATORS,
                         help='cache: glibc keeps freed memory (as train: cpu_allocator: cache); system: its defaults')
+    parser.add_argument('--flush-denormal', default='on', choices=('on', 'off'),
+                        help='on: the CPU flushes denormals to zero (as train: flush_denormal: true); off: it does not')
     parser.add_argument('--source', default=None,
                         help="time another checkout of this repository (its converse_plugin); no peak memory")
     args = parser.parse_args(argv)
@@ -266,19 +281,18 @@ def main(argv=None) -> int:
     if args.device == 'cpu':
         torch.set_num_threads(args.threads)
     notes: list[str] = []  # what the setup logs (e.g. a C library other than glibc)
-    cached = allocators.setup_cpu_allocator({'cpu_allocator': args.cpu_allocator}, torch.device(args.device),
-                                            SimpleNamespace(info=notes.append))
-    allocator = 'cache' if cached else 'system'
+    allocator, flushed = setup_cpu(args.device, args.cpu_allocator, args.flush_denormal == 'on', notes.append)
     machine = (torch.cuda.get_device_name() if args.device == 'cuda' else
                f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
                f'{torch.get_num_threads()} torch threads')
     code = f', code of {args.source} ({source_rev})' if args.source else ''
     print(f'# Training step on {args.device} ({machine}), torch {torch.__version__}, median of {args.steps}{code}, '
-          f'CPU allocator {allocator}')
+          f'CPU allocator {allocator}, denormals {"flushed" if flushed else "computed"}')
     for note in notes:
         print(f'# {note}')
     report = {'device': args.device, 'machine': machine, 'torch': torch.__version__, 'steps': args.steps,
               'adam': args.adam, 'source': args.source, 'source_commit': source_rev, 'cpu_allocator': allocator,
+              'flush_denormal': flushed,
               'results': {}}
     rows = []
     for recipe in args.recipes:

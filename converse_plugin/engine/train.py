@@ -16,7 +16,8 @@ BasicSR option file runs unchanged) and adds:
 - the model is built with the plugin's checkpoint policy (:func:`converse_plugin.engine.build.build_model`);
 - the loop stops after ``total_iter`` instead of loading one more batch per remaining epoch;
 - on the CPU, glibc keeps freed memory for the next step (``train: cpu_allocator``,
-  :mod:`converse_plugin.engine.allocator`).
+  :mod:`converse_plugin.engine.allocator`) and denormals are flushed to zero (``train: flush_denormal``,
+  :mod:`converse_plugin.engine.denormals`; the caller's mode comes back when training returns).
 
 A user's own ``train.py`` calls :func:`train_pipeline` with its folder, as with BasicSR's.
 """
@@ -27,12 +28,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from os import path as osp
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from converse_plugin.engine.allocator import setup_cpu_allocator
 from converse_plugin.engine.build import build_model, make_prefetcher
+from converse_plugin.engine.denormals import preserved_denormal_mode, setup_flush_denormal
 from converse_plugin.engine.dist import check_same_options, gather_to_all
 from converse_plugin.engine.distributed_eval import validate
 from converse_plugin.engine.guards import check_finite_batch, check_finite_losses
@@ -41,6 +44,7 @@ from converse_plugin.engine.options import copy_option_file, parse_options
 from converse_plugin.engine.resume import load_resume_state
 from converse_plugin.engine.rng import capture_rng_state, preserved_rng, restore_rng_state
 from converse_plugin.engine.validate import validate_options
+from converse_plugin.errors import OptionError
 
 __all__ = ['train_pipeline', 'Progress']
 
@@ -132,6 +136,11 @@ def _prepare_folders(opt: dict, resumed: bool) -> None:
 def train_pipeline(root_path: str, argv: Sequence[str] | None = None, prog: str = 'basicsr train') -> None:
     """Train from the command line ``argv`` (default ``sys.argv[1:]``); outputs under ``--root`` or
     ``root_path``. Raises :class:`~converse_plugin.errors.UserError` for anything a user can fix."""
+    with preserved_denormal_mode():
+        _train(root_path, argv, prog)
+
+
+def _train(root_path: str, argv: Sequence[str] | None, prog: str) -> None:
     import sys
 
     from basicsr.train import create_train_val_dataloader, init_tb_loggers
@@ -140,6 +149,14 @@ def train_pipeline(root_path: str, argv: Sequence[str] | None = None, prog: str 
     argv = list(sys.argv[1:] if argv is None else argv)
     opt, args = parse_options(root_path, is_train=True, argv=argv)
     check_same_options(args.opt, argv)  # every rank: the same option file and arguments (before anything else)
+    # before the option checks, whose parallel work starts PyTorch's CPU threads: they take the mode when created
+    early_log: list[tuple[str, str]] = []  # (level, message) until the log file exists
+    try:
+        setup_flush_denormal(opt.get('train') if isinstance(opt.get('train'), dict) else None,
+                             SimpleNamespace(info=lambda msg: early_log.append(('info', msg)),
+                                             warning=lambda msg: early_log.append(('warning', msg))))
+    except OptionError as err:
+        raise OptionError(f'{args.opt}: {err}') from None
     notes = validate_options(opt, args.opt, is_train=True)
     torch.backends.cudnn.benchmark = True
 
@@ -148,6 +165,8 @@ def train_pipeline(root_path: str, argv: Sequence[str] | None = None, prog: str 
     if opt['rank'] == 0:
         copy_option_file(args.opt, opt['path']['experiments_root'], ' '.join([prog, *argv]))
     logger = start_log(opt, 'train', notes)
+    for level, message in early_log:
+        getattr(logger, level)(message)
     tb_logger = init_tb_loggers(opt)
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(opt, logger)
     model = build_model(opt)

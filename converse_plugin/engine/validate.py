@@ -238,10 +238,11 @@ def _check_train(file: str, opt: Mapping, model_cls: Any) -> None:
             raise OptionError(f'{file}: train:warmup_iter must be an integer >= -1 (-1: no warm-up), got {value!r}')
     if train.get('ema_decay') is not None:
         _number(file, train['ema_decay'], 'train:ema_decay', 0, 1)
-    if 'cpu_allocator' in train:
-        from converse_plugin.engine.allocator import parse_cpu_allocator
+    from converse_plugin.engine.allocator import parse_cpu_allocator
+    from converse_plugin.engine.denormals import parse_flush_denormal
+    for key, parse in (('cpu_allocator', parse_cpu_allocator), ('flush_denormal', parse_flush_denormal)):
         try:
-            parse_cpu_allocator(train['cpu_allocator'])
+            parse(train.get(key))
         except OptionError as err:
             raise OptionError(f'{file}: {err}') from None
     if 'ema_warmup' in train:

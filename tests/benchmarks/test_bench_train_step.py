@@ -124,3 +124,23 @@ def test_compile_kwargs_of_an_older_checkout_follow_its_parse_compile(monkeypatc
     monkeypatch.setattr(training_speed, 'parse_compile', broken)
     with pytest.raises(TypeError, match='a bug inside'):
         bts.train_compile_kwargs('cpu')
+
+
+@pytest.mark.parametrize('flag, flushed', [('on', True), ('off', False)])
+def test_flush_denormal_flag_sets_up_the_cpu_as_train_does(tmp_path, flag, flushed):
+    """--flush-denormal on|off: the header and the JSON say which mode the timed steps ran in, and the mode
+    was really in effect in the process (probed in its threads after the run)."""
+    import json
+    import subprocess
+    import sys
+    code = ('import sys; sys.argv[0] = "bench_train_step.py"; from benchmarks import bench_train_step as b; '
+            'b.main(sys.argv[1:]); from converse_plugin.engine.denormals import flushing_threads; '
+            'print("probe", *flushing_threads())')
+    out = subprocess.run([sys.executable, '-c', code, '--recipes', 'dncnn_baseline', '--modes', 'eager', '--steps',
+                          '1', '--warmup', '0', '--batch', '1', '--size', '8', '--no-memory', '--threads', '2',
+                          '--flush-denormal', flag, '--json', str(tmp_path / 'r.json')],
+                         capture_output=True, text=True, cwd=bts.REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f'denormals {"flushed" if flushed else "computed"}' in out.stdout
+    assert json.loads((tmp_path / 'r.json').read_text())['flush_denormal'] is flushed
+    assert out.stdout.strip().splitlines()[-1] == ('probe 2 2' if flushed else 'probe 0 2')

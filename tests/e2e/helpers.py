@@ -25,10 +25,10 @@ def train_options(name: str) -> str:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment of a CLI subprocess: this one, with ``extra``, one thread per process (with 2 threads on
-    a 2-core machine that other work shares, steps can be many times slower than with one), unbuffered
-    output and this checkout first on PYTHONPATH."""
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', **extra)
+    """The environment of a CLI subprocess: this one, with ``extra``, one thread per process unless ``extra``
+    says otherwise (with 2 threads on a 2-core machine that other work shares, steps can be many times slower
+    than with one), unbuffered output and this checkout first on PYTHONPATH."""
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1', **extra}
     env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
     return env
 

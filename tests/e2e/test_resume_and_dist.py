@@ -41,6 +41,11 @@ from converse_plugin import train_pipeline  # registers the archs, datasets, mod
 if __name__ == '__main__':
     train_pipeline(osp.dirname(osp.abspath(__file__)))
 '''
+# ... which then checks that training gave the caller's denormal mode back (train: flush_denormal)
+DENORMAL_MODE_AFTER = '''
+    from converse_plugin.engine.denormals import denormals_flushed
+    print('denormals flushed after training:', denormals_flushed())
+'''
 
 # Every rank saves its own net_g after model creation and at the end, to compare the ranks.
 SAVE_EVERY_RANK = '''
@@ -115,11 +120,16 @@ def test_user_train_script_with_train_pipeline(tmp_path):
     project, elsewhere = tmp_path / 'project', tmp_path / 'elsewhere'
     project.mkdir()
     elsewhere.mkdir()
-    (project / 'train.py').write_text(USER_TRAIN_PY)
-    check_ok(run_cli(['-opt', train_options(OPTION), '--force_yml', *_overrides(data)], cwd=str(elsewhere),
-                     script=str(project / 'train.py')))
+    (project / 'train.py').write_text(USER_TRAIN_PY + DENORMAL_MODE_AFTER)
+    # two CPU threads: the worker thread must start after training set the denormal mode
+    out = check_ok(run_cli(['-opt', train_options(OPTION), '--force_yml', *_overrides(data)], cwd=str(elsewhere),
+                           script=str(project / 'train.py'), env={'OMP_NUM_THREADS': '2'}))
     assert (project / 'experiments' / NAME / 'models' / 'net_g_latest.pth').is_file()
     assert os.listdir(elsewhere) == []
+    log = experiment_log(str(project), NAME)
+    if torch.set_flush_denormal(False):  # a CPU with the mode: on while training (default), off again after
+        assert 'train:flush_denormal: the CPU treats values below 1.2e-38 as 0' in log, log[-3000:]
+        assert 'denormals flushed after training: False' in out, out[-2000:]
 
 
 def _free_port() -> int:

@@ -87,6 +87,7 @@ def test_missing_required_key_is_named(capsys, tmp_path, data, key, words):
     ('datasets:train:gt_size', 0, ['datasets:train', "'gt_size' must be a positive integer"]),
     ('datasets:train:color', 'cmyk', ['datasets:train', "'color' must be one of"]),
     ('train:cpu_allocator', 'jemalloc', ['train:cpu_allocator: expected cache or system', "'jemalloc'"]),
+    ('train:flush_denormal', 'yes', ['train:flush_denormal: expected true or false', "'yes'"]),
 ])
 def test_wrong_type_or_range_is_named(capsys, tmp_path, data, key, value, words):
     msg = _fails(capsys, tmp_path, options(data, **{key: value}))
