@@ -42,6 +42,7 @@ checkpoint (eager with ``checkpoint_blocks=True``: blocks recomputed in backward
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import os
 import platform
@@ -214,6 +215,7 @@ def os_usage() -> tuple[int, float] | None:
     return usage.ru_minflt, usage.ru_stime
 
 
+@functools.lru_cache(maxsize=None)
 def load_engine_module(name: str):
     """This checkout's ``converse_plugin/engine/<name>.py`` (``allocator``, ``denormals``: the CPU setup that
     ``basicsr train`` does), loaded from its file (no package import, so that ``--source`` still decides which

@@ -59,8 +59,6 @@ def flushing_threads() -> tuple[int, int]:
     (as ``at::parallel_for`` splits the work evenly), so a count is exact when each thread takes one chunk."""
     import torch
     threads = torch.get_num_threads()
-    if threads == 1:
-        return int(denormals_flushed()), 1
     return int((_denormal_products(threads * _CHUNK).view(threads, _CHUNK) == 0).all(dim=1).sum()), threads
 
 
