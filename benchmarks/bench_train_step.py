@@ -234,7 +234,7 @@ def setup_cpu(device: str, allocator: str, flush_denormal: bool, note) -> tuple[
     ``note`` takes what the setup logs (e.g. a C library other than glibc)."""
     logger = SimpleNamespace(info=note, warning=note)
     cached = load_engine_module('allocator').setup_cpu_allocator(
-        {'cpu_allocator': allocator}, torch.device(device), logger)
+        allocator, 'train:cpu_allocator', torch.device(device), note)
     flushed = load_engine_module('denormals').setup_flush_denormal({'flush_denormal': flush_denormal}, logger)
     return ('cache' if cached else 'system'), flushed
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
+from converse_plugin.engine.allocator import setup_cpu_allocator
 from converse_plugin.engine.build import build_model
 from converse_plugin.engine.dist import check_same_options
 from converse_plugin.engine.distributed_eval import validate
@@ -20,7 +21,8 @@ __all__ = ['test_pipeline']
 
 def test_pipeline(root_path: str, argv: Sequence[str] | None = None) -> None:
     """Evaluate every ``datasets`` entry of the option file given on the command line ``argv`` (default
-    ``sys.argv[1:]``); logs and images under ``<--root or root_path>/results/<name>/``.
+    ``sys.argv[1:]``); logs and images under ``<--root or root_path>/results/<name>/``. On the CPU, glibc keeps
+    freed memory for the next image (``val: cpu_allocator``, :mod:`converse_plugin.engine.allocator`).
     Raises :class:`~converse_plugin.errors.UserError` for anything a user can fix."""
     from basicsr.data import build_dataloader, build_dataset
     from basicsr.utils import make_exp_dirs
@@ -45,6 +47,7 @@ def test_pipeline(root_path: str, argv: Sequence[str] | None = None) -> None:
         test_loaders.append(test_loader)
 
     model = build_model(opt)
+    setup_cpu_allocator(opt['val'].get('cpu_allocator'), 'val:cpu_allocator', model.device, logger.info)
     for test_loader in test_loaders:
         logger.info(f"Testing {test_loader.dataset.opt['name']}...")
         # distributed (torchrun ... test --launcher pytorch): the images are split across the ranks

@@ -170,7 +170,7 @@ def _train(root_path: str, argv: Sequence[str] | None, prog: str) -> None:
     tb_logger = init_tb_loggers(opt)
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(opt, logger)
     model = build_model(opt)
-    setup_cpu_allocator(opt['train'], model.device, logger)
+    setup_cpu_allocator(opt['train'].get('cpu_allocator'), 'train:cpu_allocator', model.device, logger.info)
 
     start_epoch, current_iter, resume, last_checkpoint = 0, 0, None, None
     if resume_state:

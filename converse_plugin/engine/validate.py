@@ -180,6 +180,15 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
                 raise OptionError(f'{file}: val:{key} must be true or false, got {val[key]!r}')
         if val.get('suffix') is not None:
             _string(file, val['suffix'], 'val:suffix')
+        if 'cpu_allocator' in val:
+            if is_train:  # one process: its allocator is set up once, by train:cpu_allocator
+                raise OptionError(f'{file}: val:cpu_allocator is for basicsr test; validation while training runs '
+                                  'in the training process: set train:cpu_allocator instead')
+            from converse_plugin.engine.allocator import parse_cpu_allocator
+            try:
+                parse_cpu_allocator(val['cpu_allocator'], 'val:cpu_allocator')
+            except OptionError as err:
+                raise OptionError(f'{file}: {err}') from None
     return notes
 
 

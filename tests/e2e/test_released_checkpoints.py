@@ -30,13 +30,10 @@ pytestmark = pytest.mark.reproduction
 FULL = os.environ.get('CONVERSE_E2E_QUICK') != '1'
 full_only = pytest.mark.skipif(not FULL, reason='CONVERSE_E2E_QUICK=1: the long reproduction tests are skipped')
 TOL_DB = 0.01 + 1e-9  # the reference values are rounded to 0.01 dB
-# One inference process at a time runs while pytest waits: it gets every core (at most 4), not cli_env's one,
-# and glibc keeps freed memory of any size (no mmap): `basicsr test` on the CPU does not set that up yet, and
-# without it 30-40% of its CPU time is the kernel's, faulting in fresh pages for every large tensor. Together
-# measured on 2 cores: 30 s against 56 s for Set12 images 01-02 (CONVERSE_E2E_QUICK=1).
+# One inference process at a time runs while pytest waits: it gets every core (at most 4), not cli_env's one
+# (`basicsr test` itself keeps freed memory in the process on the CPU: val:cpu_allocator's default).
 REPRO_ENV = {'OMP_NUM_THREADS': str(max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
-                                               else os.cpu_count() or 1))),
-             'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': '2147483647'}
+                                               else os.cpu_count() or 1)))}
 
 
 def reference(marker: str, label: str) -> dict[str, tuple[float, float | None]]:

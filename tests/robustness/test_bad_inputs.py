@@ -88,6 +88,7 @@ def test_missing_required_key_is_named(capsys, tmp_path, data, key, words):
     ('datasets:train:color', 'cmyk', ['datasets:train', "'color' must be one of"]),
     ('train:cpu_allocator', 'jemalloc', ['train:cpu_allocator: expected cache or system', "'jemalloc'"]),
     ('train:flush_denormal', 'yes', ['train:flush_denormal: expected true or false', "'yes'"]),
+    ('val:cpu_allocator', 'cache', ['val:cpu_allocator is for basicsr test', 'set train:cpu_allocator instead']),
 ])
 def test_wrong_type_or_range_is_named(capsys, tmp_path, data, key, value, words):
     msg = _fails(capsys, tmp_path, options(data, **{key: value}))
@@ -208,6 +209,13 @@ def test_test_command_reports_a_bad_checkpoint_too(capsys, tmp_path, data):
     opt['datasets'] = {'test': opt['datasets']['val']}
     msg = _fails(capsys, tmp_path, opt, command='test')
     assert 'gone.pth does not exist' in msg
+
+
+def test_test_command_checks_val_cpu_allocator(capsys, tmp_path, data):
+    opt = options(data, **{'val:cpu_allocator': 'tcmalloc', 'train': None, 'logger': None})
+    opt['datasets'] = {'test': opt['datasets']['val']}
+    msg = _fails(capsys, tmp_path, opt, command='test')
+    assert 'opt.yml' in msg and "val:cpu_allocator: expected cache or system, got 'tcmalloc'" in msg
 
 
 # ------------------------------------------------------------------------------ NaN / Inf in training
