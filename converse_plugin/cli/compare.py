@@ -202,10 +202,14 @@ def evaluate(model: Any, loader: Any, metrics: dict[str, dict], lpips_opt: dict 
 
 def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (), zoo_directory: str | None = None,
                 input_size: str | None = None, use_lpips: bool = True, lpips_net: str = 'alex',
-                crops: Sequence[str] = (), crop_size: int = 96, repeat: int = 3, cpu: bool = False) -> list[Row]:
-    """Run the comparison and write the report files; returns the rows of the table."""
+                crops: Sequence[str] = (), crop_size: int = 96, repeat: int = 3, cpu: bool = False,
+                cpu_allocator: str = 'cache') -> list[Row]:
+    """Run the comparison and write the report files; returns the rows of the table. On the CPU, glibc keeps
+    freed memory for the next image with ``cpu_allocator`` 'cache' (:mod:`converse_plugin.engine.allocator`):
+    the latency column then has no page faults of fresh memory in it; the report says which was used."""
     import converse_plugin  # noqa: F401  (registries)
     from basicsr.data import build_dataloader, build_dataset
+    from converse_plugin.engine.allocator import setup_cpu_allocator
     from converse_plugin.engine.build import build_model  # the plugin's checkpoint policy: safe, checked loads
 
     from converse_plugin.engine.complexity import parse_input_size
@@ -216,6 +220,9 @@ def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (
     scales = {s.opt.get('scale', 1) for s in specs}
     if len(scales) > 1:
         raise OptionError(f'--models: the models have different scales {sorted(scales)}; compare like with like')
+    on_cpu = not specs[0].opt['num_gpu']
+    cached = setup_cpu_allocator(cpu_allocator, '--cpu-allocator', torch.device('cpu' if on_cpu else 'cuda'),
+                                 lambda line: None)
     test_sets = comparison_datasets(datasets, specs[0])
     metrics = copy.deepcopy(specs[0].opt.get('val', {}).get('metrics') or {})
     if not metrics:
@@ -261,7 +268,8 @@ def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (
 
     for name in sorted(set(crops) - matched):
         print(f'basicsr compare: warning: --crops {name}: no image of that name in the test sets', file=sys.stderr)
-    device = torch.cuda.get_device_name(0) if specs[0].opt['num_gpu'] else f'CPU ({torch.get_num_threads()} threads)'
+    device = (f'CPU ({torch.get_num_threads()} threads, allocator {"cache" if cached else "system"})' if on_cpu
+              else torch.cuda.get_device_name(0))
     labels = [s.label for s in specs]
     for key, imgs in images.items():
         panels = [('input', imgs['input'])] + [(lb, imgs[lb]) for lb in labels if lb in imgs] + [('GT', imgs['gt'])]
@@ -292,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--crop-size', type=int, default=96, help='crop side in ground-truth pixels (default 96)')
     parser.add_argument('--repeat', type=int, default=3, help='timed forward runs after one warm-up (default 3)')
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even when CUDA is available')
+    parser.add_argument('--cpu-allocator', default='cache', choices=('cache', 'system'),
+                        help='on the CPU, cache: glibc keeps freed memory for the next image (default); system: '
+                             'its defaults, every large tensor faulted in afresh (slower, less peak memory)')
     return parser
 
 
@@ -301,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from converse_plugin.metrics.lpips_backbone import BackboneError
     try:
         run_compare(args.models, args.out, args.datasets, args.zoo_dir, args.input_size, not args.no_lpips,
-                    args.lpips_net, args.crops, args.crop_size, args.repeat, args.cpu)
+                    args.lpips_net, args.crops, args.crop_size, args.repeat, args.cpu, args.cpu_allocator)
     except (UserError, BackboneError) as err:
         print(f'basicsr compare: error: {err}', file=sys.stderr)
         return 2

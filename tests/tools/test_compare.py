@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import platform
 import re
 
 import cv2
@@ -104,6 +105,8 @@ def test_compare_writes_table_csv_chart_crops(setup, monkeypatch, capsys):
     md = (out / 'comparison.md').read_text()
     assert re.search(r'\| tiny_dncnn \| Tiny \| 2 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|', md)
     assert '![quality vs cost](quality_vs_cost.png)' in md and 'crops/Tiny_im1.png' in md
+    allocator = 'cache' if platform.libc_ver()[0] == 'glibc' else 'system'  # --cpu-allocator's default
+    assert f'threads, allocator {allocator})' in md
     assert (out / 'quality_vs_cost.png').stat().st_size > 1000
     montage = cv2.imread(str(out / 'crops' / 'Tiny_im1.png'))
     # input, two models, ground truth: 4 tiles of 16 px zoomed twice, 4 px gaps, a 20 px label bar
