@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import torch
 
+from converse_plugin.engine.allocator import add_cpu_allocator_argument, setup_cpu_allocator
 from converse_plugin.engine.compare_report import ModelCost, Row, crop_montage, write_chart, write_csv, write_markdown
 from converse_plugin.engine.options import OptionError, load_options, parse_options
 from converse_plugin.engine.memory import peak_bytes
@@ -209,7 +210,6 @@ def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (
     the latency column then has no page faults of fresh memory in it; the report says which was used."""
     import converse_plugin  # noqa: F401  (registries)
     from basicsr.data import build_dataloader, build_dataset
-    from converse_plugin.engine.allocator import setup_cpu_allocator
     from converse_plugin.engine.build import build_model  # the plugin's checkpoint policy: safe, checked loads
 
     from converse_plugin.engine.complexity import parse_input_size
@@ -300,9 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--crop-size', type=int, default=96, help='crop side in ground-truth pixels (default 96)')
     parser.add_argument('--repeat', type=int, default=3, help='timed forward runs after one warm-up (default 3)')
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even when CUDA is available')
-    parser.add_argument('--cpu-allocator', default='cache', choices=('cache', 'system'),
-                        help='on the CPU, cache: glibc keeps freed memory for the next image (default); system: '
-                             'its defaults, every large tensor faulted in afresh (slower, less peak memory)')
+    add_cpu_allocator_argument(parser)
     return parser
 
 

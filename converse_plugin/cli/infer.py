@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
+from converse_plugin.engine.allocator import add_cpu_allocator_argument, setup_cpu_allocator
 from converse_plugin.errors import first_line
 from converse_plugin.io.model_files import add_model_arguments
 
@@ -46,9 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--tile', type=int, default=512, help='tile size in input pixels; 0: whole images (default 512)')
     p.add_argument('--tile-overlap', type=int, default=32, help='overlap of neighbouring tiles (default 32)')
     p.add_argument('--device', default='auto', help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
-    p.add_argument('--cpu-allocator', default='cache', choices=('cache', 'system'),
-                   help='on the CPU, cache: glibc keeps freed memory for the next tile or image instead of '
-                        'faulting in fresh pages (default); system: its defaults')
+    add_cpu_allocator_argument(p)
     p.add_argument('--suffix', default='', help='appended to each output file name before the extension')
     return p
 
@@ -196,7 +195,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for note in notes:
         print(note, file=sys.stderr)
-    from converse_plugin.engine.allocator import setup_cpu_allocator
     setup_cpu_allocator(args.cpu_allocator, '--cpu-allocator', device, lambda line: None)
     restorer = Restorer(loaded, device, scale, kernel, args.sigma, args.tile, args.tile_overlap)
     os.makedirs(args.output, exist_ok=True)

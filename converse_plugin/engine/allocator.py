@@ -1,6 +1,6 @@
 """How the C library's allocator treats the CPU memory of training steps and inference runs:
-``train: cpu_allocator`` (``basicsr train``), ``val: cpu_allocator`` (``basicsr test``) and ``basicsr infer
---cpu-allocator``.
+``train: cpu_allocator`` (``basicsr train``), ``val: cpu_allocator`` (``basicsr test``) and ``--cpu-allocator``
+(``basicsr infer`` and ``basicsr compare``).
 
 ``cache`` (default) or ``system``. glibc maps every large tensor afresh from the kernel and unmaps it when it
 is freed, so each step pays one page fault per 4 KiB page of its large tensors, spent as system time
@@ -20,7 +20,8 @@ import platform
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ['CPU_ALLOCATORS', 'cache_freed_memory', 'parse_cpu_allocator', 'setup_cpu_allocator']
+__all__ = ['CPU_ALLOCATORS', 'add_cpu_allocator_argument', 'cache_freed_memory', 'parse_cpu_allocator',
+           'setup_cpu_allocator']
 
 CPU_ALLOCATORS = ('cache', 'system')
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameters (malloc.h)
@@ -66,3 +67,11 @@ def setup_cpu_allocator(value: Any, key: str, device: Any, log: Callable[[str], 
         return True
     log(f'{key} cache: the C library is not glibc; its allocator is left as it is')
     return False
+
+
+def add_cpu_allocator_argument(parser: Any) -> None:
+    """The commands' ``--cpu-allocator cache|system`` (an argparse parser); apply it with
+    ``setup_cpu_allocator(args.cpu_allocator, '--cpu-allocator', device, log)``."""
+    parser.add_argument('--cpu-allocator', default='cache', choices=CPU_ALLOCATORS,
+                        help='on the CPU, cache: glibc keeps freed memory for the next image or tile instead of '
+                             'faulting in fresh pages (default; a few %% more peak memory); system: its defaults')
