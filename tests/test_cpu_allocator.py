@@ -52,7 +52,7 @@ def test_cache_keeps_freed_memory_for_the_next_step(mib, count):
     assert cached < 0.15 * pages_per_step, cached
     if any(k.startswith('MALLOC_') or k == 'GLIBC_TUNABLES' for k in os.environ):
         pytest.skip('glibc allocator settings in the environment: the default case is not the default')
-    # glibc's defaults: fresh pages for much of every step (30% and 100% measured; its mmap threshold adapts up to
+    # glibc's defaults: fresh pages for much of every step (92% and 100% measured; its mmap threshold adapts up to
     # 32 MiB, and larger blocks are always mapped afresh)
     system = step_faults('system', mib, count)
     assert system > 0.1 * pages_per_step and system > 10 * cached, (system, cached)

@@ -74,4 +74,4 @@ def add_cpu_allocator_argument(parser: Any) -> None:
     ``setup_cpu_allocator(args.cpu_allocator, '--cpu-allocator', device, log)``."""
     parser.add_argument('--cpu-allocator', default='cache', choices=CPU_ALLOCATORS,
                         help='on the CPU, cache: glibc keeps freed memory for the next image or tile instead of '
-                             'faulting in fresh pages (default; a few %% more peak memory); system: its defaults')
+                             'faulting in fresh pages (default; more peak memory: 5-42%% measured); system: its defaults')

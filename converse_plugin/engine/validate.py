@@ -185,10 +185,7 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
                 raise OptionError(f'{file}: val:cpu_allocator is for basicsr test; validation while training runs '
                                   'in the training process: set train:cpu_allocator instead')
             from converse_plugin.engine.allocator import parse_cpu_allocator
-            try:
-                parse_cpu_allocator(val['cpu_allocator'], 'val:cpu_allocator')
-            except OptionError as err:
-                raise OptionError(f'{file}: {err}') from None
+            _in_file(file, parse_cpu_allocator, val['cpu_allocator'], 'val:cpu_allocator')
     return notes
 
 
@@ -207,11 +204,16 @@ def check_test_dataset(file: str, where: str, ds_opt: Any, net: nn.Module | None
     return dataset
 
 
-def _lookup(file: str, kind: str, name: Any, key: str) -> Any:
+def _in_file(file: str, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, its OptionError prefixed with the option file's name."""
     try:
-        return lookup(kind, name, key)
+        return fn(*args)
     except OptionError as err:
         raise OptionError(f'{file}: {err}') from None
+
+
+def _lookup(file: str, kind: str, name: Any, key: str) -> Any:
+    return _in_file(file, lookup, kind, name, key)
 
 
 def _needs_pixel_or_perceptual_loss(model_cls: Any) -> bool:
@@ -250,16 +252,10 @@ def _check_train(file: str, opt: Mapping, model_cls: Any) -> None:
     from converse_plugin.engine.allocator import parse_cpu_allocator
     from converse_plugin.engine.denormals import parse_flush_denormal
     for key, parse in (('cpu_allocator', parse_cpu_allocator), ('flush_denormal', parse_flush_denormal)):
-        try:
-            parse(train.get(key))
-        except OptionError as err:
-            raise OptionError(f'{file}: {err}') from None
+        _in_file(file, parse, train.get(key))
     if 'ema_warmup' in train:
         from converse_plugin.models.base_model import parse_ema_warmup
-        try:
-            parse_ema_warmup(train['ema_warmup'])
-        except OptionError as err:
-            raise OptionError(f'{file}: {err}') from None
+        _in_file(file, parse_ema_warmup, train['ema_warmup'])
     losses = [k for k in train if str(k).endswith('_opt') and train[k] is not None]
     for key in losses:
         loss = _mapping(file, train[key], f'train:{key}')
@@ -446,10 +442,7 @@ def _build_network(file: str, key: str, net_opt: Mapping) -> nn.Module:
     if elements > MAX_NETWORK_ELEMENTS:
         raise OptionError(f'{file}: {key}: these options give {elements:.3g} parameters and buffers, more than '
                           f'{MAX_NETWORK_ELEMENTS:.3g}; check num_feat, num_block and the other sizes')
-    try:
-        return build_network(net_opt, key)
-    except OptionError as err:
-        raise OptionError(f'{file}: {err}') from None
+    return _in_file(file, build_network, net_opt, key)
 
 
 def _check_network_ints(file: str, where: str, tree: Any) -> None:
