@@ -296,6 +296,7 @@ def main(argv=None) -> int:
               'adam': args.adam, 'source': args.source, 'source_commit': source_rev, 'cpu_allocator': allocator,
               'flush_denormal': flushed,
               'results': {}}
+    name = f'train_step_{source_rev}' if source_rev else 'train_step'
     rows = []
     for recipe in args.recipes:
         arch, _, ch, cuda_shape, cpu_shape, up, _ = RECIPES[recipe]
@@ -313,6 +314,7 @@ def main(argv=None) -> int:
                 continue
             res.update(recipe=recipe, mode=mode, arch=arch, batch=batch, size=size)
             report['results'][f'{recipe}|{mode}'] = res
+            write_report(report, name, args.device, args.json, quiet=True)  # kept if a time limit stops the run
             print(f"  {mode}: {res['ms_per_step']:.1f} ms/step, {res['leaf_aten_ops']} leaf aten ops", flush=True)
             rows.append((shape, res))
     print('\n| recipe | mode | ms/step | peak MiB | leaf aten ops/step |' +
@@ -332,7 +334,7 @@ def main(argv=None) -> int:
             parts = res['breakdown_ms']
             print(f"| {shape} | {res['mode']} | {sum(parts.values()):.0f} | "
                   + ' | '.join(f'{parts[k]:.0f}' for k in BREAKDOWN) + ' |')
-    write_report(report, f'train_step_{source_rev}' if source_rev else 'train_step', args.device, args.json)
+    write_report(report, name, args.device, args.json)
     return 0
 
 

@@ -10,9 +10,10 @@ def peak_bytes(*args, **kwargs):
     return measure(*args, **kwargs)
 
 
-def write_report(report: dict, name: str, device: str, path: str | None = None) -> str:
-    """Write a benchmark's JSON report to ``path`` (default ``benchmarks/results/<name>_<device>.json``) and
-    say where; returns the path."""
+def write_report(report: dict, name: str, device: str, path: str | None = None, quiet: bool = False) -> str:
+    """Write a benchmark's JSON report to ``path`` (default ``benchmarks/results/<name>_<device>.json``) and,
+    unless ``quiet``, say where; returns the path. The benchmarks also call it quietly after each result, so
+    that a run stopped by a time limit keeps what it measured."""
     import json
     import os
     from os import path as osp
@@ -20,7 +21,9 @@ def write_report(report: dict, name: str, device: str, path: str | None = None) 
     out = path or osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'benchmarks', 'results',
                            f'{name}_{device}.json')
     os.makedirs(osp.dirname(out), exist_ok=True)
-    with open(out, 'w', encoding='utf-8') as f:
+    with open(out + '.tmp', 'w', encoding='utf-8') as f:
         json.dump(report, f, indent=2)
-    print(f'\nwrote {out}')
+    os.replace(out + '.tmp', out)
+    if not quiet:
+        print(f'\nwrote {out}')
     return out

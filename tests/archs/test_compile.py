@@ -1,5 +1,6 @@
 """torch.compile(fullgraph=True) of every ConverseNet architecture: no graph break, the same outputs and
-gradients as eager (float32, 1e-5), and a second input size (dynamic shapes) without error."""
+gradients as eager (float32, 1e-5), and a second input size (dynamic shapes) without error. On the CPU, and on
+CUDA where there is a GPU (marked ``cuda``; TF32 off so that both sides compute in full float32)."""
 from __future__ import annotations
 
 import pytest
@@ -10,6 +11,16 @@ from basicsr.archs.srresnet_arch import MSRResNet
 import converse_plugin  # noqa: F401  (registers the architectures)
 from converse_plugin.archs.convert import convert_to_converse
 from converse_plugin.models.training_speed import parse_compile
+from tests.devices import DEVICES
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    """cuDNN convolutions default to TF32 on CUDA (10-bit mantissa): compare full float32 arithmetic."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
 
 # name -> (options, input channels, upscale, kernels); small so each case compiles in a few seconds
 SMALL = {
@@ -30,13 +41,14 @@ def make(name: str) -> tuple[torch.nn.Module, int, int, bool]:
     return build_network(dict(opts, type=name)), ch, up, kernels
 
 
-def inputs(ch: int, size: tuple[int, int], kernels: bool, batch: int = 2) -> tuple[torch.Tensor, ...]:
+def inputs(ch: int, size: tuple[int, int], kernels: bool, batch: int = 2,
+           device: str = 'cpu') -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(size[0] * 100 + size[1])
     x = torch.rand(batch, ch, *size, generator=g)
     if not kernels:
-        return (x, )
+        return (x.to(device), )
     k = torch.rand(batch, 1, 7, 7, generator=g)
-    return x, k / k.sum(dim=(-2, -1), keepdim=True)  # per-sample kernels
+    return x.to(device), (k / k.sum(dim=(-2, -1), keepdim=True)).to(device)  # per-sample kernels
 
 
 def outputs_and_grads(model, net, args):
@@ -45,15 +57,17 @@ def outputs_and_grads(model, net, args):
     return out.detach(), grads
 
 
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('name, options', [*((n, None) for n in SMALL), ('ConverseConverted', None),
                                            ('ConverseDnCNN', 'train'), ('ConverseUSRNet', 'train')])
-def test_fullgraph_compile_equals_eager(name, options):
-    """``options='train'``: with what ``train: compile: true`` adds on the CPU (parse_compile)."""
+def test_fullgraph_compile_equals_eager(name, options, device):
+    """``options='train'``: with what ``train: compile: true`` adds on the device (parse_compile)."""
     torch._dynamo.reset()
     net, ch, up, kernels = make(name)
-    extra = parse_compile(True, torch.device('cpu')) if options == 'train' else {}
+    net = net.to(device)
+    extra = parse_compile(True, torch.device(device)) if options == 'train' else {}
     compiled = torch.compile(net, fullgraph=True, **extra)  # raises on any graph break
-    args = inputs(ch, (16, 20), kernels)
+    args = inputs(ch, (16, 20), kernels, device=device)
     ref, ref_grads = outputs_and_grads(net, net, args)
     out, grads = outputs_and_grads(compiled, net, args)
     assert out.shape == (2, 3 if name != 'ConverseDnCNN' else 1, 16 * up, 20 * up)
@@ -66,20 +80,22 @@ def test_fullgraph_compile_equals_eager(name, options):
         tol = 1e-4 if name == 'ConverseUSRNet' else 1e-5
         assert (g - r).abs().max().item() <= tol * scale, pname
     # a second size: automatic dynamic shapes recompile once, symbolically, without error
-    args2 = inputs(ch, (12, 18), kernels)
+    args2 = inputs(ch, (12, 18), kernels, device=device)
     out2, _ = outputs_and_grads(compiled, net, args2)
     torch.testing.assert_close(out2, net(*args2).detach(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('sf,dynamic', [(1, True), (2, True), (2, None)])
-def test_usrnet_per_sample_kernels_compile(sf, dynamic):
+def test_usrnet_per_sample_kernels_compile(sf, dynamic, device):
     """The data step with per-sample kernels, s = sf; dynamic=True from the start or automatic dynamic shapes
     after a size change. (sf = 2 with dynamic=True failed inside inductor while the s > 1 filter used a grouped
     convolution: inductor then preferred channels-last strides it could not order symbolically.)"""
     torch._dynamo.reset()
     net, ch, _, _ = make('ConverseUSRNet')
+    net = net.to(device)
     compiled = torch.compile(net, fullgraph=True, dynamic=dynamic)
-    x, k = inputs(ch, (10, 12), True)
+    x, k = inputs(ch, (10, 12), True, device=device)
     ref = net(x, k, sf)
     out = compiled(x, k, sf)
     assert out.shape == (2, 3, 10 * sf, 12 * sf)
@@ -87,7 +103,7 @@ def test_usrnet_per_sample_kernels_compile(sf, dynamic):
     grad, = torch.autograd.grad(out.sum(), net.d.alpha)
     ref_grad, = torch.autograd.grad(ref.sum(), net.d.alpha)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5)
-    x2, k2 = inputs(ch, (14, 9), True)
+    x2, k2 = inputs(ch, (14, 9), True, device=device)
     out2 = compiled(x2, k2, sf)
     torch.testing.assert_close(out2, net(x2, k2, sf), rtol=1e-5, atol=1e-5)
     out2.sum().backward()

@@ -11,6 +11,7 @@ from torch.library import opcheck
 
 from converse_plugin.ops import Converse2D, converse2d, converse_filter_conj
 from converse_plugin.ops import library  # noqa: F401  (registers the operators)
+from tests.devices import DEVICES
 
 
 def _args(scale: int, bk: int, dtype=torch.float64, batch: int = 2, size=(6, 7), full: bool = False):
@@ -22,12 +23,13 @@ def _args(scale: int, bk: int, dtype=torch.float64, batch: int = 2, size=(6, 7),
     return y, filt
 
 
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('scale', (1, 2, 3))
 @pytest.mark.parametrize('bk', (1, 2))
-def test_opcheck_apply_filter(scale, bk):
-    y, filt = _args(scale, bk, torch.float32)
+def test_opcheck_apply_filter(scale, bk, device):
+    y, filt = (t.detach().to(device).requires_grad_(True) for t in _args(scale, bk, torch.float32))
     opcheck(torch.ops.converse.apply_filter.default, (y, filt, scale))
-    grad_out = torch.randn(2, 3, 6 * scale, 7 * scale)
+    grad_out = torch.randn(2, 3, 6 * scale, 7 * scale, device=device)
     spec = torch.ops.converse.apply_filter(y, filt, scale)[1].detach()
     for need_y, need_h in ((True, True), (True, False), (False, True)):
         opcheck(torch.ops.converse.apply_filter_backward.default,
@@ -103,16 +105,17 @@ def test_frozen_kernel_and_frozen_input_paths(scale):
     torch.testing.assert_close(gw_only, gw, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('scale,mode', [(1, 'circular'), (2, 'replicate'), (3, 'reflect'), (1, 'zeros'),
                                         (2, 'circular'), (1, 'replicate')])
-def test_layer_compiles_fullgraph_with_dynamic_shapes(scale, mode):
+def test_layer_compiles_fullgraph_with_dynamic_shapes(scale, mode, device):
     """Every padding mode (compiled code pads with gathers and concatenations, eager with F.pad)."""
     torch._dynamo.reset()
     torch.manual_seed(scale)
-    layer = Converse2D(4, 4, 3, scale=scale, padding=2, padding_mode=mode)
+    layer = Converse2D(4, 4, 3, scale=scale, padding=2, padding_mode=mode).to(device)
     compiled = torch.compile(layer, fullgraph=True, dynamic=True)
     for size in ((9, 10), (12, 7)):
-        x = torch.rand(2, 4, *size, requires_grad=True)
+        x = torch.rand(2, 4, *size, requires_grad=True, device=device)
         out = compiled(x)
         ref = layer(x)
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
