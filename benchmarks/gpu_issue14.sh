@@ -13,7 +13,8 @@
 #   3. compile: bench_train_step.py --modes compile for the three ConverseNet recipes
 #   4. targets: benchmarks/issue14_targets.py over 1-3 (targets.md)
 #   5. tests: the CUDA tier (pytest -m cuda: operator against the oracle, fullgraph compile of every
-#      architecture and dynamic shapes, opcheck, train: compile modes default and reduce-overhead)
+#      architecture and dynamic shapes, opcheck, train: compile modes default and reduce-overhead), first the
+#      fast part (aot_eager tracing), then inductor's kernels with the time left
 # Files in $OUT (at most 8 come back): log.txt (everything printed), converse2d_cuda.json, train_step_cuda.json,
 # train_step_compile_cuda.json, targets.md, pytest.txt.
 #
@@ -56,8 +57,9 @@ targets=(--device "$DEVICE")
 echo; echo "=== targets"
 "$PY" benchmarks/issue14_targets.py "${targets[@]}" | tee "$OUT/targets.md"
 if [ "$DEVICE" = cuda ]; then
-  phase tests 150 "$PY" -m pytest -q -rfEs -m cuda -p no:cacheprovider tests/ops tests/archs/test_compile.py \
-    tests/models/test_amp.py > "$OUT/pytest.txt" 2>&1
-  tail -30 "$OUT/pytest.txt"
+  tests=(tests/ops tests/archs/test_compile.py tests/models/test_amp.py)
+  phase tests 90 "$PY" -m pytest -q -rfEs -m 'cuda and not slow' -p no:cacheprovider "${tests[@]}" > "$OUT/pytest.txt" 2>&1
+  phase tests-inductor 60 "$PY" -m pytest -q -rfEs -m 'cuda and slow' -p no:cacheprovider "${tests[@]}" >> "$OUT/pytest.txt" 2>&1
+  grep -E '^(FAILED|ERROR)|passed|failed|=== tests' "$OUT/pytest.txt"
 fi
 echo; echo "gpu_issue14: done in $SECONDS s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

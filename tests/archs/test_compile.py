@@ -1,6 +1,8 @@
 """torch.compile(fullgraph=True) of every ConverseNet architecture: no graph break, the same outputs and
 gradients as eager (float32, 1e-5), and a second input size (dynamic shapes) without error. On the CPU, and on
-CUDA where there is a GPU (marked ``cuda``; TF32 off so that both sides compute in full float32)."""
+CUDA where there is a GPU (marked ``cuda``; TF32 off so that both sides compute in full float32). Each with
+the ``aot_eager`` backend (fast tier: dynamo and AOT autograd trace the whole network) and with inductor (slow
+tier: the generated kernels)."""
 from __future__ import annotations
 
 import pytest
@@ -11,7 +13,7 @@ from basicsr.archs.srresnet_arch import MSRResNet
 import converse_plugin  # noqa: F401  (registers the architectures)
 from converse_plugin.archs.convert import convert_to_converse
 from converse_plugin.models.training_speed import parse_compile
-from tests.devices import DEVICES
+from tests.parametrize import BACKENDS, DEVICES, with_backends
 
 @pytest.fixture(autouse=True)
 def no_tf32():
@@ -58,15 +60,17 @@ def outputs_and_grads(model, net, args):
 
 
 @pytest.mark.parametrize('device', DEVICES)
-@pytest.mark.parametrize('name, options', [*((n, None) for n in SMALL), ('ConverseConverted', None),
-                                           ('ConverseDnCNN', 'train'), ('ConverseUSRNet', 'train')])
-def test_fullgraph_compile_equals_eager(name, options, device):
-    """``options='train'``: with what ``train: compile: true`` adds on the device (parse_compile)."""
+@pytest.mark.parametrize('name, options, backend', [
+    *with_backends(*((n, None) for n in (*SMALL, 'ConverseConverted'))),
+    *(pytest.param(n, 'train', 'inductor', marks=pytest.mark.slow) for n in ('ConverseDnCNN', 'ConverseUSRNet'))])
+def test_fullgraph_compile_equals_eager(name, options, backend, device):
+    """``options='train'``: with what ``train: compile: true`` adds on the device (parse_compile; inductor's
+    options)."""
     torch._dynamo.reset()
     net, ch, up, kernels = make(name)
     net = net.to(device)
     extra = parse_compile(True, torch.device(device)) if options == 'train' else {}
-    compiled = torch.compile(net, fullgraph=True, **extra)  # raises on any graph break
+    compiled = torch.compile(net, fullgraph=True, backend=backend, **extra)  # raises on any graph break
     args = inputs(ch, (16, 20), kernels, device=device)
     ref, ref_grads = outputs_and_grads(net, net, args)
     out, grads = outputs_and_grads(compiled, net, args)
@@ -86,15 +90,16 @@ def test_fullgraph_compile_equals_eager(name, options, device):
 
 
 @pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('sf,dynamic', [(1, True), (2, True), (2, None)])
-def test_usrnet_per_sample_kernels_compile(sf, dynamic, device):
+def test_usrnet_per_sample_kernels_compile(sf, dynamic, backend, device):
     """The data step with per-sample kernels, s = sf; dynamic=True from the start or automatic dynamic shapes
     after a size change. (sf = 2 with dynamic=True failed inside inductor while the s > 1 filter used a grouped
     convolution: inductor then preferred channels-last strides it could not order symbolically.)"""
     torch._dynamo.reset()
     net, ch, _, _ = make('ConverseUSRNet')
     net = net.to(device)
-    compiled = torch.compile(net, fullgraph=True, dynamic=dynamic)
+    compiled = torch.compile(net, fullgraph=True, dynamic=dynamic, backend=backend)
     x, k = inputs(ch, (10, 12), True, device=device)
     ref = net(x, k, sf)
     out = compiled(x, k, sf)

@@ -11,7 +11,7 @@ from torch.library import opcheck
 
 from converse_plugin.ops import Converse2D, converse2d, converse_filter_conj
 from converse_plugin.ops import library  # noqa: F401  (registers the operators)
-from tests.devices import DEVICES
+from tests.parametrize import BACKENDS, DEVICES
 
 
 def _args(scale: int, bk: int, dtype=torch.float64, batch: int = 2, size=(6, 7), full: bool = False):
@@ -106,14 +106,15 @@ def test_frozen_kernel_and_frozen_input_paths(scale):
 
 
 @pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('scale,mode', [(1, 'circular'), (2, 'replicate'), (3, 'reflect'), (1, 'zeros'),
                                         (2, 'circular'), (1, 'replicate')])
-def test_layer_compiles_fullgraph_with_dynamic_shapes(scale, mode, device):
+def test_layer_compiles_fullgraph_with_dynamic_shapes(scale, mode, backend, device):
     """Every padding mode (compiled code pads with gathers and concatenations, eager with F.pad)."""
     torch._dynamo.reset()
     torch.manual_seed(scale)
     layer = Converse2D(4, 4, 3, scale=scale, padding=2, padding_mode=mode).to(device)
-    compiled = torch.compile(layer, fullgraph=True, dynamic=True)
+    compiled = torch.compile(layer, fullgraph=True, dynamic=True, backend=backend)
     for size in ((9, 10), (12, 7)):
         x = torch.rand(2, 4, *size, requires_grad=True, device=device)
         out = compiled(x)

@@ -12,6 +12,7 @@ from converse_plugin.archs.converse_block import ConverseBlock, run_blocks
 from converse_plugin.ops import Converse2D, converse2d, converse_filter_conj
 from converse_plugin.ops import library
 from converse_plugin.ops.functional import PADDING_MODES, from_pairs, pairs_layout_pays, to_pairs
+from tests.parametrize import BACKENDS
 
 
 def test_to_pairs_interleaves_samples_i_and_i_plus_half_and_from_pairs_inverts_it():
@@ -125,8 +126,10 @@ def _blocks(count: int = converse_block.PAIRS_MIN_BLOCKS, **kwargs):
     return torch.nn.Sequential(*[ConverseBlock(4, 4, 3, 2, **kwargs) for _ in range(count)])
 
 
+@pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('batch, checkpoint_blocks', [(2, False), (3, False), (4, True)])
-def test_compiled_run_blocks_uses_pairs_for_even_batches_and_equals_eager(batch, checkpoint_blocks, monkeypatch):
+def test_compiled_run_blocks_uses_pairs_for_even_batches_and_equals_eager(batch, checkpoint_blocks, backend,
+                                                                           monkeypatch):
     """run_blocks under torch.compile: the pair layout for an even batch (counted at trace time), the
     per-layer form for an odd one; outputs and gradients equal eager ones. float64, so that 1e-10 separates a
     layout mistake from rounding (float32 differs by ~1e-5 relative in either layout: reordered sums)."""
@@ -135,10 +138,11 @@ def test_compiled_run_blocks_uses_pairs_for_even_batches_and_equals_eager(batch,
     traced = []  # outside the blocks: a side effect inside checkpoint() would be a graph break
     monkeypatch.setattr(converse_block, 'to_pairs', lambda x: traced.append(x.shape) or to_pairs(x))
     x = torch.rand(batch, 4, 9, 10, generator=torch.Generator().manual_seed(batch), dtype=torch.float64)
-    fn = torch.compile(lambda t: run_blocks(blocks, t, checkpoint_blocks), fullgraph=True)
+    fn = torch.compile(lambda t: run_blocks(blocks, t, checkpoint_blocks), fullgraph=True, backend=backend)
     out = fn(x)
     assert traced == ([(batch, 4, 9, 10)] if batch % 2 == 0 else [])
-    fn_short = torch.compile(lambda t: run_blocks(blocks[1:], t, checkpoint_blocks), fullgraph=True)
+    fn_short = torch.compile(lambda t: run_blocks(blocks[1:], t, checkpoint_blocks), fullgraph=True,
+                             backend=backend)
     torch.testing.assert_close(fn_short(x), run_blocks(blocks[1:], x, checkpoint_blocks), rtol=1e-10, atol=1e-10)
     assert len(traced) == (batch % 2 == 0)  # a shorter run does not pay for the interleavings
     ref = run_blocks(blocks, x, checkpoint_blocks)
