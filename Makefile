@@ -18,7 +18,7 @@ $(BIN)/.converse-installed: setup.py
 	$(BIN)/python -c 'from converse_plugin import compat; compat.install_startup_hook()'  # editable installs skip it
 	touch $@
 
-# the fast tier (every module, ~16 minutes on 2 CPU cores); test-all (~25 minutes) adds the slow end-to-end runs,
+# the fast tier (every module, ~10 minutes on 2 CPU cores); test-all (~25 minutes) adds the slow end-to-end runs,
 # the long fuzz tier and the released-checkpoint reproductions (what CI runs)
 test: venv
 	$(BIN)/python -m pytest -q -m "not slow and not reproduction" tests
