@@ -21,9 +21,8 @@ def write_report(report: dict, name: str, device: str, path: str | None = None, 
     out = path or osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'benchmarks', 'results',
                            f'{name}_{device}.json')
     os.makedirs(osp.dirname(out), exist_ok=True)
-    with open(out + '.tmp', 'w', encoding='utf-8') as f:
+    with open(out, 'w', encoding='utf-8') as f:
         json.dump(report, f, indent=2)
-    os.replace(out + '.tmp', out)
     if not quiet:
         print(f'\nwrote {out}')
     return out
