@@ -23,3 +23,13 @@ def require_shared(*parts: str) -> Path:
 @pytest.fixture
 def shared():
     return require_shared
+
+
+@pytest.fixture
+def no_tf32():
+    """cuDNN convolutions default to TF32 on CUDA (10-bit mantissa): compare full float32 arithmetic."""
+    import torch
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

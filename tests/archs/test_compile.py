@@ -15,13 +15,7 @@ from converse_plugin.archs.convert import convert_to_converse
 from converse_plugin.models.training_speed import parse_compile
 from tests.parametrize import BACKENDS, DEVICES, with_backends
 
-@pytest.fixture(autouse=True)
-def no_tf32():
-    """cuDNN convolutions default to TF32 on CUDA (10-bit mantissa): compare full float32 arithmetic."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+pytestmark = pytest.mark.usefixtures('no_tf32')  # CUDA cases compare full float32
 
 
 # name -> (options, input channels, upscale, kernels); small so each case compiles in a few seconds

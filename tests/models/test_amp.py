@@ -207,12 +207,11 @@ def test_compile_modes_and_cuda_graph_modes_on_the_cpu():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.usefixtures('no_tf32')
 @pytest.mark.parametrize('mode', ['default', 'reduce-overhead'])
-def test_cuda_compile_modes_train_as_eager_does(tmp_path, monkeypatch, mode):
+def test_cuda_compile_modes_train_as_eager_does(tmp_path, mode):
     """``train: compile: <mode>`` on CUDA (reduce-overhead: CUDA graphs for fixed crops): the losses of three
     steps equal eager's (float32, TF32 off), and the state dict keeps eager's names."""
-    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
     losses, names = [], []
     for compile_ in (False, mode):
         torch._dynamo.reset()

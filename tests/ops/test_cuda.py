@@ -11,16 +11,8 @@ from basicsr.archs import build_network
 from converse_plugin.ops import Converse2D
 from tests.ops.oracle import oracle_module_forward
 
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-
-
-@pytest.fixture(autouse=True)
-def no_tf32():
-    """cuDNN convolutions default to TF32 (10-bit mantissa): compare full float32 arithmetic."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+              pytest.mark.usefixtures('no_tf32')]  # full float32 arithmetic (conftest.py)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
