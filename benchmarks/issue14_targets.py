@@ -63,7 +63,8 @@ def step_targets(report: dict) -> list[dict]:
     ops = None if compiled is None else compiled['leaf_aten_ops']
     shape = None if compiled is None else (compiled.get('batch'), compiled.get('size'))
     if ops is not None and shape != ISSUE_CPU_SHAPE:  # the issue counted at B4 64x64: another shape is no verdict
-        measured, met = f'{ops:,} at B{shape[0]} {shape[1]}x{shape[1]} (the count is for B4 64x64)', None
+        (b, n), (ib, i_n) = shape, ISSUE_CPU_SHAPE
+        measured, met = f'{ops:,} at B{b} {n}x{n} (the count is for B{ib} {i_n}x{i_n})', None
     else:
         measured, met = (None, None) if ops is None else (f'{ops:,}', ops <= ISSUE_EAGER_LEAF_OPS_CPU / 3)
     rows.append(row('compiled ConverseDnCNN step, leaf aten ops', measured,
@@ -84,16 +85,14 @@ def operator_targets(report: dict) -> list[dict]:
                     None if ratio is None else f'{ratio:.2f}x ({train["production|forward+backward"] * 1e3:.2f} ms)',
                     '<= 2.5x', None if ratio is None else ratio <= 2.5))
     s2 = cases.get('s2', {}).get('times_s')
-    if s2:
-        prod, direct = s2['production|forward+backward'], s2['oracle|forward+backward']
-        rows.append(row('Converse2D s=2 forward+backward against the direct formulation',
-                        f'{prod * 1e3:.2f} ms against {direct * 1e3:.2f} ms', 'faster', prod < direct))
-    else:
-        rows.append(row('Converse2D s=2 forward+backward against the direct formulation', None, 'faster', None))
+    prod, direct = (None, None) if s2 is None else (s2['production|forward+backward'], s2['oracle|forward+backward'])
+    rows.append(row('Converse2D s=2 forward+backward against the direct formulation',
+                    None if s2 is None else f'{prod * 1e3:.2f} ms against {direct * 1e3:.2f} ms', 'faster',
+                    None if s2 is None else prod < direct))
     return rows
 
 
-def load(files: list[str] | str | None, default: str) -> dict | None:
+def load(files: list[str] | None, default: str) -> dict | None:
     """The report in ``files`` (default ``benchmarks/results/<default>``; several: their ``results`` merged, a
     later file's entry winning), or None where none exists. A named file that is missing or not JSON is an
     error naming it."""
@@ -102,7 +101,7 @@ def load(files: list[str] | str | None, default: str) -> dict | None:
         if not osp.isfile(files[0]):
             return None
     report = None
-    for file in [files] if isinstance(files, str) else files:
+    for file in files:
         try:
             with open(file, encoding='utf-8') as f:
                 part = json.load(f)
@@ -139,13 +138,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows = []
     step = load(args.train_step, f'train_step_{args.device}.json')
-    if step is not None:
-        print(markdown(step_targets(step), f"Training step ({step.get('device')}, {step.get('machine')})"))
-        rows += step_targets(step)
     op = load(args.converse2d and [args.converse2d], f'converse2d_{args.device}.json')
-    if op is not None:
-        print('\n' + markdown(operator_targets(op), f"Operator ({op.get('device')}, {op.get('machine')})"))
-        rows += operator_targets(op)
+    for report, targets, title in ((step, step_targets, 'Training step'), (op, operator_targets, 'Operator')):
+        if report is not None:
+            found = targets(report)
+            print(('\n' if rows else '') + markdown(found, f"{title} ({report.get('device')}, {report.get('machine')})"))
+            rows += found
     if step is None and op is None:
         raise SystemExit('no report found: run benchmarks/bench_train_step.py and benchmarks/bench_converse2d.py '
                          'first, or name their JSON files with --train-step and --converse2d')

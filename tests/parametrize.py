@@ -7,11 +7,13 @@ import torch
 CUDA = pytest.param('cuda', marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),
                                                                          reason='needs a CUDA device')])
 DEVICES = ('cpu', CUDA)
-BACKENDS = ('aot_eager', pytest.param('inductor', marks=pytest.mark.slow))
+BACKEND_TIERS = {'aot_eager': (), 'inductor': pytest.mark.slow}  # backend -> its marks
 
 
-def with_backends(*cases: tuple) -> list:
-    """Each case (a tuple of arguments) followed by each backend, the inductor ones in the slow tier: for a
+def with_backends(*cases: tuple, backends=tuple(BACKEND_TIERS)) -> list:
+    """Each case (a tuple of arguments) followed by each of ``backends``, with that backend's tier: for a
     parametrize whose last argument is the backend."""
-    return [pytest.param(*case, 'aot_eager') for case in cases] + [
-        pytest.param(*case, 'inductor', marks=pytest.mark.slow) for case in cases]
+    return [pytest.param(*case, b, marks=BACKEND_TIERS[b]) for b in backends for case in cases]
+
+
+BACKENDS = with_backends(())  # for a parametrize of the backend alone

@@ -56,7 +56,7 @@ def outputs_and_grads(model, net, args):
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('name, options, backend', [
     *with_backends(*((n, None) for n in (*SMALL, 'ConverseConverted'))),
-    *(pytest.param(n, 'train', 'inductor', marks=pytest.mark.slow) for n in ('ConverseDnCNN', 'ConverseUSRNet'))])
+    *with_backends(('ConverseDnCNN', 'train'), ('ConverseUSRNet', 'train'), backends=('inductor', ))])
 def test_fullgraph_compile_equals_eager(name, options, backend, device):
     """``options='train'``: with what ``train: compile: true`` adds on the device (parse_compile; inductor's
     options)."""
