@@ -172,7 +172,14 @@ def init_dist(launcher: str, backend: str = 'nccl', port: int | None = None, tim
     except (RuntimeError, TimeoutError, OSError, ValueError) as err:  # DistStoreError, DistNetworkError, ...
         raise DistributedStartError(f'cannot form the process group at {_where()} within {seconds:g} s: '
                                     f'{_reason(err)}') from None
-    dist.set_timeout(datetime.timedelta(seconds=max(seconds, collective_timeout())))
+    _set_timeout(datetime.timedelta(seconds=max(seconds, collective_timeout())))
+
+
+def _set_timeout(delta: datetime.timedelta) -> None:
+    """The default group's timeout for every later collective: ``dist.set_timeout``, or on torch before it (2.11
+    and older) the same function under its private name."""
+    setter = getattr(dist, 'set_timeout', None) or dist.distributed_c10d._set_pg_timeout
+    setter(delta)
 
 
 def is_distributed() -> bool:

@@ -123,13 +123,21 @@ def from_pairs(x: torch.Tensor) -> torch.Tensor:
     return x.view(m, c, h, w2 // 2, 2).permute(4, 0, 1, 2, 3).reshape(2 * m, c, h, w2 // 2)
 
 
+def is_exporting() -> bool:
+    """Whether torch.export is tracing: False in eager mode and under torch.compile. Reads the flag torch.export
+    sets before it traces: on some torch releases (2.11 among them; 2.14.1 is fixed) dynamo folds
+    ``torch.compiler.is_exporting()`` to True in every compiled region. Torch older than the flag: its function."""
+    flag = getattr(torch.compiler, '_is_exporting_flag', None)
+    return torch.compiler.is_exporting() if flag is None else flag
+
+
 def pairs_layout_pays(x: torch.Tensor) -> bool:
     """Whether a run of s = 1 layers should work on :func:`to_pairs` of ``x``: the paired form pays on this
     device and batch (:func:`paired_form_pays`), the batch is even, and torch.compile is tracing (in eager
     mode, callers would see the layout; under compile the caller decides for the layers in between, e.g.
     ``ConverseBlock.takes_pairs`` keeps blocks with hooks out), not torch.export (a program for any batch size
     must not depend on its parity)."""
-    return (torch.compiler.is_compiling() and not torch.compiler.is_exporting() and x.shape[0] % 2 == 0
+    return (torch.compiler.is_compiling() and not is_exporting() and x.shape[0] % 2 == 0
             and _pairs_pay(x))
 
 

@@ -3,6 +3,7 @@ environment, distributed testing with the single-process numbers, bounded failur
 through a c10d rendezvous, and elastic restarts that lose nothing. Every subprocess has a timeout."""
 from __future__ import annotations
 
+import datetime
 import glob
 import os
 import re
@@ -45,7 +46,7 @@ def test_init_dist_sets_the_local_rank_device(monkeypatch, local, rank, count, e
     monkeypatch.setattr(torch.cuda, 'set_device', set_device)
     monkeypatch.setattr(cdist.dist, 'is_initialized', lambda: False)
     monkeypatch.setattr(cdist.dist, 'init_process_group', init)
-    monkeypatch.setattr(cdist.dist, 'set_timeout', _Recorder())
+    monkeypatch.setattr(cdist.dist, 'set_timeout', _Recorder(), raising=False)  # missing in torch 2.11
     for key, value in {'RANK': rank, 'LOCAL_RANK': local, 'WORLD_SIZE': 8, 'MASTER_ADDR': '10.0.0.1',
                        'MASTER_PORT': 29500}.items():
         monkeypatch.setenv(key, str(value))
@@ -56,6 +57,19 @@ def test_init_dist_sets_the_local_rank_device(monkeypatch, local, rank, count, e
     assert init.calls[0][1]['timeout'].total_seconds() == 7
 
 
+def test_set_timeout_on_torch_without_it(monkeypatch):
+    """torch 2.11 has no dist.set_timeout: the same function under its private name."""
+    private = _Recorder()
+    monkeypatch.delattr(cdist.dist, 'set_timeout', raising=False)
+    monkeypatch.setattr(cdist.dist.distributed_c10d, '_set_pg_timeout', private)
+    cdist._set_timeout(datetime.timedelta(seconds=9))
+    assert private.calls == [((datetime.timedelta(seconds=9), ), {})]
+    public = _Recorder()
+    monkeypatch.setattr(cdist.dist, 'set_timeout', public, raising=False)
+    cdist._set_timeout(datetime.timedelta(seconds=5))
+    assert public.calls == [((datetime.timedelta(seconds=5), ), {})] and len(private.calls) == 1
+
+
 def test_slurm_environment_without_scontrol(monkeypatch):
     set_device, init = _Recorder(), _Recorder()
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
@@ -63,7 +77,7 @@ def test_slurm_environment_without_scontrol(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'set_device', set_device)
     monkeypatch.setattr(cdist.dist, 'is_initialized', lambda: False)
     monkeypatch.setattr(cdist.dist, 'init_process_group', init)
-    monkeypatch.setattr(cdist.dist, 'set_timeout', _Recorder())
+    monkeypatch.setattr(cdist.dist, 'set_timeout', _Recorder(), raising=False)  # missing in torch 2.11
 
     def no_scontrol(*args, **kwargs):
         raise FileNotFoundError('scontrol')

@@ -11,7 +11,7 @@ from converse_plugin.archs import converse_block
 from converse_plugin.archs.converse_block import ConverseBlock, run_blocks
 from converse_plugin.ops import Converse2D, converse2d, converse_filter_conj
 from converse_plugin.ops import library
-from converse_plugin.ops.functional import PADDING_MODES, from_pairs, pairs_layout_pays, to_pairs
+from converse_plugin.ops.functional import PADDING_MODES, from_pairs, is_exporting, pairs_layout_pays, to_pairs
 from tests.parametrize import BACKENDS
 
 
@@ -119,6 +119,22 @@ def test_the_pair_layout_is_only_for_compiled_cpu_even_batches():
     assert compiled(torch.zeros(6, 3, 8, 8)).item() == 1.0
     assert compiled(torch.zeros(1, 3, 8, 8)).item() == 0.0
     # the device rule is the paired form's (CPU only): test_custom_op.py::test_paired_form_is_chosen_where_it_pays
+
+
+def test_is_exporting_only_under_torch_export():
+    """torch 2.11's dynamo folds torch.compiler.is_exporting() to True in every compiled region, so that the
+    pair layout never ran under torch.compile there; functional.is_exporting reads torch.export's flag."""
+
+    class Probe(torch.nn.Module):
+        def forward(self, t):
+            return t + (1 if is_exporting() else 0)
+
+    x = torch.zeros(2)
+    assert Probe()(x).tolist() == [0.0, 0.0]
+    torch._dynamo.reset()
+    assert torch.compile(Probe(), fullgraph=True, backend='eager')(x).tolist() == [0.0, 0.0]
+    assert torch.export.export(Probe(), (x, )).module()(x).tolist() == [1.0, 1.0]
+    assert torch.compile(Probe(), fullgraph=True, backend='eager')(torch.zeros(3)).tolist() == [0.0] * 3
 
 
 def _blocks(count: int = converse_block.PAIRS_MIN_BLOCKS, **kwargs):
