@@ -176,8 +176,8 @@ def init_dist(launcher: str, backend: str = 'nccl', port: int | None = None, tim
 
 
 def _set_timeout(delta: datetime.timedelta) -> None:
-    """The default group's timeout for every later collective: ``dist.set_timeout``, or on torch before it (2.11
-    and older) the same function under its private name."""
+    """The default group's timeout for every later collective: ``dist.set_timeout``, or on torch releases without
+    it (2.8 and 2.11 among them) the same function under its private name."""
     setter = getattr(dist, 'set_timeout', None) or dist.distributed_c10d._set_pg_timeout
     setter(delta)
 

@@ -46,7 +46,7 @@ def test_init_dist_sets_the_local_rank_device(monkeypatch, local, rank, count, e
     monkeypatch.setattr(torch.cuda, 'set_device', set_device)
     monkeypatch.setattr(cdist.dist, 'is_initialized', lambda: False)
     monkeypatch.setattr(cdist.dist, 'init_process_group', init)
-    monkeypatch.setattr(cdist.dist, 'set_timeout', _Recorder(), raising=False)  # missing in torch 2.11
+    monkeypatch.setattr(cdist.dist, 'set_timeout', _Recorder(), raising=False)  # missing in torch 2.8, 2.11
     for key, value in {'RANK': rank, 'LOCAL_RANK': local, 'WORLD_SIZE': 8, 'MASTER_ADDR': '10.0.0.1',
                        'MASTER_PORT': 29500}.items():
         monkeypatch.setenv(key, str(value))
@@ -58,7 +58,7 @@ def test_init_dist_sets_the_local_rank_device(monkeypatch, local, rank, count, e
 
 
 def test_set_timeout_on_torch_without_it(monkeypatch):
-    """torch 2.11 has no dist.set_timeout: the same function under its private name."""
+    """torch 2.8 and 2.11 have no dist.set_timeout: the same function under its private name."""
     private = _Recorder()
     monkeypatch.delattr(cdist.dist, 'set_timeout', raising=False)
     monkeypatch.setattr(cdist.dist.distributed_c10d, '_set_pg_timeout', private)
@@ -77,7 +77,7 @@ def test_slurm_environment_without_scontrol(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'set_device', set_device)
     monkeypatch.setattr(cdist.dist, 'is_initialized', lambda: False)
     monkeypatch.setattr(cdist.dist, 'init_process_group', init)
-    monkeypatch.setattr(cdist.dist, 'set_timeout', _Recorder(), raising=False)  # missing in torch 2.11
+    monkeypatch.setattr(cdist.dist, 'set_timeout', _Recorder(), raising=False)  # missing in torch 2.8, 2.11
 
     def no_scontrol(*args, **kwargs):
         raise FileNotFoundError('scontrol')
