@@ -127,7 +127,8 @@ def parse_force_yml_value(text: str) -> Any:
 def apply_force_yml(opt: dict, entries: Sequence[str] | None, source: str = '--force_yml') -> None:
     """Apply ``key:key:...=value`` overrides to ``opt`` in place (BasicSR's ``--force_yml`` syntax).
 
-    Like BasicSR, it only replaces existing keys (a typo must not silently add an option).
+    It only replaces existing keys, so that a typo never silently adds an option (BasicSR 1.4.2's comment says
+    the same, but its ``exec`` also creates a missing last key).
 
     Raises:
         OptionError: an entry has no ``=``, or its key path does not exist; the message names the key.
