@@ -7,7 +7,7 @@ import torch
 CUDA = pytest.param('cuda', marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),
                                                                          reason='needs a CUDA device')])
 DEVICES = ('cpu', CUDA)
-BACKEND_TIERS = {'aot_eager': (), 'inductor': pytest.mark.slow}  # backend -> its marks
+BACKEND_TIERS = {'aot_eager': (), 'inductor': (pytest.mark.slow, )}  # backend -> its marks
 
 
 def with_backends(*cases: tuple, backends=tuple(BACKEND_TIERS)) -> list:
