@@ -10,11 +10,10 @@ BasicSR option file runs unchanged) and adds:
   global random states and the training dataset's generator), passed explicitly to ``model.save``. A
   resumed run re-creates the epoch's iterator from the same state, skips the batches already used and
   restores the states, so it continues bit-identically (BasicSR restarts the epoch from its first batch).
-  Validation runs under :func:`~converse_plugin.engine.rng.preserved_rng` and never changes what
-  training draws next;
+  Validation draws the random numbers BasicSR's validation draws; where a checkpoint and a validation fall
+  on the same iteration, the validation runs first, so that the saved states follow it;
 - **NaN/Inf guard**: a non-finite batch or loss stops training (:mod:`converse_plugin.engine.guards`);
 - the model is built with the plugin's checkpoint policy (:func:`converse_plugin.engine.build.build_model`);
-- the loop stops after ``total_iter`` instead of loading one more batch per remaining epoch;
 - on the CPU, glibc keeps freed memory for the next step (``train: cpu_allocator``,
   :mod:`converse_plugin.engine.allocator`) and denormals are flushed to zero (``train: flush_denormal``,
   :mod:`converse_plugin.engine.denormals`; the caller's mode comes back when training returns).
@@ -42,7 +41,7 @@ from converse_plugin.engine.guards import check_finite_batch, check_finite_losse
 from converse_plugin.engine.logs import start_log
 from converse_plugin.engine.options import copy_option_file, parse_options
 from converse_plugin.engine.resume import load_resume_state
-from converse_plugin.engine.rng import capture_rng_state, preserved_rng, restore_rng_state
+from converse_plugin.engine.rng import capture_rng_state, restore_rng_state
 from converse_plugin.engine.validate import validate_options
 from converse_plugin.errors import OptionError
 
@@ -196,13 +195,11 @@ def _train(root_path: str, argv: Sequence[str] | None, prog: str) -> None:
     epoch = start_epoch
 
     for epoch in range(start_epoch, total_epochs + 1):
-        if current_iter >= total_iters:
-            break
         for train_data in batches(epoch, resume if epoch == start_epoch else None):
             data_timer.record()
-            if current_iter >= total_iters:
+            current_iter += 1  # BasicSR's count: each later epoch loads one batch and ends here, as in BasicSR
+            if current_iter > total_iters:
                 break
-            current_iter += 1
             model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
             check_finite_batch(train_data, current_iter, last_checkpoint)
             model.feed_data(train_data)
@@ -215,9 +212,13 @@ def _train(root_path: str, argv: Sequence[str] | None, prog: str) -> None:
                 msg_logger({'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
                             'time': iter_timer.get_avg_time(), 'data_time': data_timer.get_avg_time(),
                             **model.get_current_log()})
+            validating = val_opt is not None and current_iter % val_opt['val_freq'] == 0
             if current_iter % save_freq == 0:
+                if validating:  # validation draws random numbers (BasicSR's): the state saved must follow it
+                    _validate(model, val_loaders, current_iter, tb_logger, val_opt, logger)
+                    validating = False
                 last_checkpoint = _save(model, opt, epoch, current_iter, batches.progress(), logger) or last_checkpoint
-            if val_opt is not None and current_iter % val_opt['val_freq'] == 0:
+            if validating:
                 _validate(model, val_loaders, current_iter, tb_logger, val_opt, logger)
             data_timer.start()
             iter_timer.start()
@@ -247,6 +248,5 @@ def _validate(model: Any, val_loaders: list, current_iter: int, tb_logger: Any, 
     (:func:`~converse_plugin.engine.distributed_eval.validate`)."""
     if len(val_loaders) > 1:
         logger.warning('Multiple validation datasets are *only* supported by SRModel.')
-    with preserved_rng():  # validation must not change what training draws next
-        for val_loader in val_loaders:
-            validate(model, val_loader, current_iter, tb_logger, val_opt.get('save_img', False))
+    for val_loader in val_loaders:  # it draws what BasicSR's validation draws (each loader's iterator: a seed)
+        validate(model, val_loader, current_iter, tb_logger, val_opt.get('save_img', False))

@@ -104,11 +104,21 @@ def _number(file: str, value: Any, key: str, low: float | None = None, high: flo
 def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
     """Check ``opt`` (as returned by ``parse_options``) before anything runs.
 
+    The checks build networks, datasets, losses and a sample, which draw random numbers: every random state
+    (torch, numpy, Python) is the same afterwards, so the run that follows draws what BasicSR's would.
+
     Returns:
         notes for the log (e.g. gray images converted to RGB).
     Raises:
         OptionError, DataError: the first problem found; the message names ``file`` and the key.
     """
+    from converse_plugin.engine.rng import preserved_rng
+
+    with preserved_rng():
+        return _validate_options(opt, file, is_train)
+
+
+def _validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
     model_cls = _lookup(file, 'model', _get(file, opt, 'model_type', ''), 'model_type')
     if 'scale' in opt:
         _positive(file, opt['scale'], 'scale')
@@ -173,7 +183,7 @@ def validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
             metric = _mapping(file, metric, f'val:metrics:{name}')
             fn = _lookup(file, 'metric', _get(file, metric, 'type', f'val:metrics:{name}'), f'val:metrics:{name}:type')
             _check_metric(file, f'val:metrics:{name}', fn, metric)
-        if val.get('save_img') and 'suffix' not in val:
+        if val.get('save_img') and 'suffix' not in val and not is_train:  # BasicSR's test reads it, training not
             raise OptionError(f'{file}: val:save_img is true but val:suffix is missing (~ for none); BasicSR reads it')
         for key in ('save_img', 'pbar'):
             if val.get(key) is not None and not isinstance(val[key], bool):
@@ -476,17 +486,21 @@ def _build_dataset(file: str, where: str, ds_opt: Mapping, ds_cls: Any):
 
 
 def _check_io_backend(file: str, where: str, io_opt: Any) -> None:
-    """``io_backend`` is a mapping whose ``type`` and other keys BasicSR's FileClient accepts."""
+    """``io_backend`` is a mapping whose ``type`` and other keys BasicSR's FileClient accepts (LMDB: the
+    dataset adds the databases, so only its type is checked here)."""
     from basicsr.utils import FileClient
 
     io_opt = dict(_mapping(file, io_opt, where))
     backend = io_opt.pop('type', None)
-    if not isinstance(backend, str) or backend not in FileClient._backends:
-        raise OptionError(f'{file}: {where}:type must be one of {", ".join(FileClient._backends)}, got {backend!r}')
+    if not isinstance(backend, str):
+        raise OptionError(f"{file}: {where}:type must be a backend name ('disk', 'lmdb', ...), got {backend!r}")
     try:
-        FileClient(backend, **io_opt)
-    except Exception as err:  # noqa: BLE001 (a constructor error is a bad option value)
-        raise OptionError(f'{file}: {where}: the {backend} backend rejects these options: '
+        if backend == 'lmdb':
+            FileClient(backend, db_paths=[], client_keys=[])  # the dataset adds its db_paths and client_keys and opens them
+        else:
+            FileClient(backend, **io_opt)
+    except Exception as err:  # noqa: BLE001 (a constructor error is a bad option value: unknown type, keys)
+        raise OptionError(f'{file}: {where}: the io backend {backend!r} rejects these options: '
                           f'{type(err).__name__}: {_plain(err)}') from None
 
 
@@ -599,7 +613,14 @@ _GRAY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'F', 'P')
 
 
 def _check_images(file: str, where: str, dataset: Any, net: nn.Module | None) -> list[str]:
-    """Header checks of a disk dataset's images: decodable, >= gt_size, large enough for the network."""
+    """Header checks of the images of the plugin's own disk datasets (whose attributes are ours): decodable,
+    >= gt_size, large enough for the network. Other packages' datasets are checked through their public
+    contract only (length and first sample, :func:`_first_sample`), and BasicSR's paired and single-image
+    folders from their options (:mod:`converse_plugin.engine.image_folders`)."""
+    from converse_plugin.data.common import GTImageDataset
+
+    if not isinstance(dataset, GTImageDataset):
+        return []
     paths = getattr(dataset, 'paths', None)
     backend = (getattr(dataset, 'io_backend_opt', None) or {}).get('type', 'disk')
     if not paths or backend != 'disk':
