@@ -7,15 +7,15 @@ oracle, ``tests/ops/oracle.py``) and against a depthwise Conv2d / ConvTranspose2
 Prints one table per case and writes every number to JSON. Times are medians over ``--repeat`` runs
 after one warm-up; all implementations of a case are timed in the same process, interleaved.
 
-Cases (issue 5):
+Cases:
   s1      ConverseDnCNN's layer: B=1, C=128, 256x256, k=7, padding 6, circular, s=1
   s2      the SR up-layer: B=1, C=64, 64x64, k=2, padding 2, replicate, s=2
   batch   a training batch: B=16, C=128, 48x48 crops, k=7, padding 6, circular, s=1
-  train   ConverseDnCNN's training shape (issue 14): B=16, C=64, 128x128, k=7, padding 6, circular, s=1
+  train   ConverseDnCNN's training shape (training-speed target): B=16, C=64, 128x128, k=7, padding 6, circular, s=1
   model   ConverseDnCNN (released configuration) on a 256x256 gray image, eval mode
 
 Every case also compares the production operator with the FFT floor: one ``rfft2`` + ``irfft2`` of the padded
-(and upsampled) input. Issue 14's target: forward + backward within 2.5x of two such pairs.
+(and upsampled) input. The training-speed target: forward + backward within 2.5x of two such pairs.
 
 Peak memory of forward + backward: tensor memory allocated during one step, over what existed before
 it (CUDA: ``torch.cuda.max_memory_allocated``; CPU: PyTorch's memory profiler).

@@ -10,8 +10,8 @@ per-pair ratios A/B, and their range.
 
 A side is ``MODE[,adam=auto|default|fused][,allocator=cache|system][,ftz=on|off][,source=DIR]``: a mode and the
 options of ``bench_train_step.py`` (``ftz``: its ``--flush-denormal``; ``source``: another checkout's
-converse_plugin, e.g. the commit issue 14 measured, ``git worktree add /tmp/f3cd289 f3cd289``). Each worker is
-``bench_train_step.py``'s recipe and step, in its own process (two checkouts cannot share one).
+converse_plugin, e.g. the baseline before the custom operator, ``git worktree add /tmp/f3cd289 f3cd289``). Each
+worker is ``bench_train_step.py``'s recipe and step, in its own process (two checkouts cannot share one).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training-step speed, memory and operation count of the ConverseNets (issue 14, "Train at GPU speed").
+"""Training-step speed, memory and operation count of the ConverseNets ("Train at GPU speed").
 
     .venv/bin/python benchmarks/bench_train_step.py [--device cpu|cuda] [--recipes dncnn ...]
         [--modes eager compile bf16 checkpoint] [--steps 5] [--threads 1] [--batch B] [--size S]
@@ -31,9 +31,9 @@ every step; the page faults and system time columns show the difference). ``--fl
 (default, as ``train: flush_denormal: true``: the CPU treats denormals as zero) or ``off``.
 
 ``--source DIR`` times another checkout of this repository instead (its ``converse_plugin``; this script's
-recipes, modes and timing), e.g. the commit issue 14 measured: ``git worktree add /tmp/f3cd289 f3cd289``, then
-``--source /tmp/f3cd289 --modes eager --adam default``. Peak memory is then not measured (older checkouts lack
-the memory profiler helper), and the JSON goes to ``train_step_<commit>_<device>.json``.
+recipes, modes and timing), e.g. the baseline before the custom operator: ``git worktree add /tmp/f3cd289
+f3cd289``, then ``--source /tmp/f3cd289 --modes eager --adam default``. Peak memory is then not measured
+(older checkouts lack the memory profiler helper), and the JSON goes to ``train_step_<commit>_<device>.json``.
 
 Modes: eager; compile (``torch.compile(model)`` with what ``train: compile: true`` adds: on the CPU inductor's
 ``aggressive_fusion``); bf16 (eager under ``torch.autocast`` bfloat16; Converse2D itself computes in float32);

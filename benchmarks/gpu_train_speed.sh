@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Issue 14's GPU measurements ("Train at GPU speed") in one prepared device call, every table into $OUT.
+# The GPU measurements of the training-speed targets ("Train at GPU speed") in one prepared device call,
+# every table into $OUT.
 #
 #   ../shared/tools/device_prepare.sh            # here, once per session (packs BasicSR wheels, zoo and data)
-#   device run: command "bash benchmarks/gpu_issue14.sh", carry [".device"], timeout_s 590
+#   device run: command "bash benchmarks/gpu_train_speed.sh", carry [".device"], timeout_s 590
 #
 # Phases, most important first, each under its own time limit so that a slow one cannot take the others'
 # time (the whole call must end inside the device's 10-minute command limit; the limits add up to 9.5 minutes).
@@ -11,7 +12,7 @@
 #      the direct formulation)
 #   2. step: bench_train_step.py, the four recipes in eager, bf16 and checkpoint modes
 #   3. compile: bench_train_step.py --modes compile for the three ConverseNet recipes
-#   4. targets: benchmarks/issue14_targets.py over 1-3 (targets.md)
+#   4. targets: benchmarks/train_speed_targets.py over 1-3 (targets.md)
 #   5. tests: the CUDA tier (pytest -m cuda: operator against the oracle, fullgraph compile of every
 #      architecture and dynamic shapes, opcheck, train: compile modes default and reduce-overhead), first the
 #      fast part (aot_eager tracing), then inductor's kernels with the time left
@@ -26,7 +27,7 @@ mkdir -p "$OUT"
 DEVICE=${DEVICE:-cuda}
 PY=${PY:-python3}
 if [ "$DEVICE" = cuda ] && [ -f .device/env.sh ]; then
-  source .device/env.sh || { echo 'gpu_issue14: .device/env.sh failed (run ../shared/tools/device_prepare.sh here first)'; exit 2; }
+  source .device/env.sh || { echo 'gpu_train_speed: .device/env.sh failed (run ../shared/tools/device_prepare.sh here first)'; exit 2; }
 fi
 exec > >(tee -a "$OUT/log.txt") 2>&1
 SIZES=() REPEAT=20 STEPS=10 WARMUP=3 OP_CASES=(train s2)
@@ -55,11 +56,11 @@ targets=(--device "$DEVICE")
 [ ${#steps[@]} -gt 0 ] && targets+=(--train-step "${steps[@]}")
 [ -f "$OUT/converse2d_$DEVICE.json" ] && targets+=(--converse2d "$OUT/converse2d_$DEVICE.json")
 echo; echo "=== targets"
-"$PY" benchmarks/issue14_targets.py "${targets[@]}" | tee "$OUT/targets.md"
+"$PY" benchmarks/train_speed_targets.py "${targets[@]}" | tee "$OUT/targets.md"
 if [ "$DEVICE" = cuda ]; then
   tests=(tests/ops tests/archs/test_compile.py tests/models/test_amp.py)
   phase tests 90 "$PY" -m pytest -q -rfEs -m 'cuda and not slow' -p no:cacheprovider "${tests[@]}" > "$OUT/pytest.txt" 2>&1
   phase tests-inductor 60 "$PY" -m pytest -q -rfEs -m 'cuda and slow' -p no:cacheprovider "${tests[@]}" >> "$OUT/pytest.txt" 2>&1
   grep -E '^(FAILED|ERROR)|passed|failed|=== tests' "$OUT/pytest.txt"
 fi
-echo; echo "gpu_issue14: done in $SECONDS s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+echo; echo "gpu_train_speed: done in $SECONDS s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

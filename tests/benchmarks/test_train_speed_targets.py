@@ -1,10 +1,10 @@
-"""benchmarks/issue14_targets.py: issue 14's targets read from the benchmarks' JSON reports (met, missed, not
-measured; merged reports; clear errors for a bad file)."""
+"""benchmarks/train_speed_targets.py: the training-speed targets read from the benchmarks' JSON reports (met,
+missed, not measured; merged reports; clear errors for a bad file)."""
 import json
 
 import pytest
 
-from benchmarks import issue14_targets as t
+from benchmarks import train_speed_targets as t
 
 
 def step(ms: float, ops: int = 1000, peak: int | None = None, batch: int = 4, size: int = 64) -> dict:
@@ -41,7 +41,7 @@ def test_targets_without_numbers_are_not_measured_rather_than_met():
     assert [r['met'] for r in cpu] == [None, None]
 
 
-def test_cpu_targets_compare_with_the_issues_op_count_and_the_eager_step():
+def test_cpu_targets_compare_with_the_baseline_op_count_and_the_eager_step():
     cpu = by_target(t.step_targets({'device': 'cpu', 'results': {
         'dncnn|eager': step(300.0, 13000), 'dncnn|compile': step(180.0, 4378)}}))
     ops = cpu['compiled ConverseDnCNN step, leaf aten ops']

@@ -40,7 +40,7 @@ CHECKPOINTS = {  # released checkpoint -> its test option files
 def test_every_folder_has_files():
     kinds = {osp.basename(osp.dirname(f)) for f in FILES}
     assert kinds == {'train', 'test', 'demo'}
-    converted = [f for f in FILES if '/train/train_Converted' in f]  # the conversion wrapper's files (issue 8)
+    converted = [f for f in FILES if '/train/train_Converted' in f]  # the conversion wrapper's files (ConverseConverted)
     assert len(converted) == 5  # MSRResNet, EDSR, RCAN, SwinIR, SRVGG (GAN)
     cpu = [f for f in FILES if f.endswith('_cpu.yml')]  # the CPU recipe
     assert len(cpu) == 1

@@ -1,4 +1,4 @@
-"""Fuzz every command's arguments (issue 17): wrong paths and types, missing values, unreadable or truncated
+"""Fuzz every command's arguments: wrong paths and types, missing values, unreadable or truncated
 files, folders where files are expected, outputs that cannot be written. Each case exits 0, with an argparse
 usage error (exit 2), or with ``basicsr <command>: error: ...`` (exit 2): never a traceback."""
 from __future__ import annotations

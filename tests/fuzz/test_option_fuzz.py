@@ -1,4 +1,4 @@
-"""Fuzz every shipped option file (issue 17): no mutant ends in a traceback, a hang or a half-written file.
+"""Fuzz every shipped option file: no mutant ends in a traceback, a hang or a half-written file.
 
 Fast tier: about 200 mutants (``FAST``); slow tier: 2,000 (``SLOW``). ``CONVERSE_FUZZ_SEED`` replays a seed.
 """
