@@ -164,7 +164,7 @@ def _validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
                                   f"got {ds_opt['prefetch_mode']!r}")
         dataset = _build_dataset(file, where, ds_opt, ds_cls)
         if prefix == 'train':
-            samples = len(dataset) * ds_opt.get('dataset_enlarge_ratio', 1)
+            samples = _length(file, where, dataset) * ds_opt.get('dataset_enlarge_ratio', 1)
             if samples > MAX_SAMPLES:
                 raise OptionError(f'{file}: {where}:dataset_enlarge_ratio {ds_opt["dataset_enlarge_ratio"]} gives '
                                   f'{samples} samples per epoch, more than {MAX_SAMPLES}; lower it')
@@ -504,6 +504,18 @@ def _check_io_backend(file: str, where: str, io_opt: Any) -> None:
                           f'{type(err).__name__}: {_plain(err)}') from None
 
 
+def _length(file: str, where: str, dataset: Any) -> int:
+    """``len(dataset)`` (BasicSR's training sampler needs it); a dataset whose ``len()`` fails, or that has
+    none, is refused naming ``where``."""
+    try:
+        return len(dataset)
+    except UserError as err:
+        raise type(err)(f'{file}: {where}: {err}') from None
+    except Exception as err:  # noqa: BLE001 (another package's dataset: its error, with these options)
+        raise OptionError(f'{file}: {where}: len() of the dataset fails with these options (BasicSR needs it): '
+                          f'{type(err).__name__}: {_plain(err)}') from None
+
+
 def _first_sample(file: str, where: str, dataset: Any) -> Any:
     """Load the dataset's first sample once (random states preserved): options that the dataset reads only
     per sample (noise seeds, kernels, crops) fail here, with the key's section named, not in the loop."""
@@ -571,7 +583,7 @@ def _dry_run(file: str, where: str, model_cls: Any, net: nn.Module | None, sampl
     except Exception as err:  # noqa: BLE001 (BasicSR would fail the same way in its first step)
         raise OptionError(f'{file}: network_g cannot process the images of {where} ({lq.shape[0]} channels; '
                           f'check network_g:num_in_ch / num_out_ch against {where}:color): '
-                          f'{type(err).__name__}: {_plain(err).splitlines()[0] if str(err) else ""}') from None
+                          f'{type(err).__name__}: {_plain(err)}') from None
     finally:
         net.train(was_training)
     if not isinstance(out, torch.Tensor):
@@ -591,7 +603,10 @@ def _dry_run(file: str, where: str, model_cls: Any, net: nn.Module | None, sampl
 
 
 def _plain(err: BaseException) -> str:
-    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    """The message of ``err`` for a one-line error: a KeyError's key unquoted, only the first non-empty line
+    (torch, OpenCV and other packages' errors can carry a C++ stack or more lines below it)."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return text.strip().splitlines()[0] if text.strip() else ''
 
 
 def _image_header(path: str) -> tuple[int, int, str] | None:
