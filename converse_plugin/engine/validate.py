@@ -28,6 +28,7 @@ from torch import nn
 
 from converse_plugin.errors import (CheckpointError, DataError, DataFileNotFoundError, OptionError, UserError,
                                     construction_hint)
+from converse_plugin.engine.image_folders import check_image_folders, check_shared_lmdbs
 from converse_plugin.registries import build_network, lookup, unknown_name_message
 
 __all__ = ['validate_options', 'check_registered', 'check_test_dataset']
@@ -141,6 +142,7 @@ def _validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
     datasets = _mapping(file, opt['datasets'], 'datasets')
     if is_train and 'train' not in datasets:
         raise OptionError(f'{file}: missing required option datasets:train (the training set)')
+    classes: dict = {}
     for phase, ds_opt in datasets.items():
         where = f'datasets:{phase}'
         prefix = str(phase).split('_')[0]
@@ -162,6 +164,8 @@ def _validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
             if ds_opt.get('prefetch_mode') not in (None, 'cpu', 'cuda'):
                 raise OptionError(f"{file}: {where}:prefetch_mode must be ~, 'cpu' or 'cuda', "
                                   f"got {ds_opt['prefetch_mode']!r}")
+        notes += check_image_folders(file, where, ds_opt, ds_cls)
+        classes[phase] = ds_cls
         dataset = _build_dataset(file, where, ds_opt, ds_cls)
         if prefix == 'train':
             samples = _length(file, where, dataset) * ds_opt.get('dataset_enlarge_ratio', 1)
@@ -171,6 +175,7 @@ def _validate_options(opt: Mapping, file: str, is_train: bool) -> list[str]:
         notes += _check_images(file, where, dataset, networks.get('network_g'))
         sample = _first_sample(file, where, dataset)
         _dry_run(file, where, model_cls, networks.get('network_g'), sample)
+    check_shared_lmdbs(file, datasets, classes)
 
     if is_train:
         _check_train(file, opt, model_cls)
@@ -208,6 +213,7 @@ def check_test_dataset(file: str, where: str, ds_opt: Any, net: nn.Module | None
         if ds_opt.get(key) is not None:
             _string(file, ds_opt[key], f'{where}:{key}')
     ds_cls = _lookup(file, 'dataset', _get(file, ds_opt, 'type', where), f'{where}:type')
+    check_image_folders(file, where, ds_opt, ds_cls)
     dataset = _build_dataset(file, where, ds_opt, ds_cls)
     _check_images(file, where, dataset, net)
     _first_sample(file, where, dataset)

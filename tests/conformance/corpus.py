@@ -62,7 +62,8 @@ def make_lmdb(folder: str, lmdb_path: str) -> str:
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
     names = sorted(n for n in os.listdir(folder) if n.endswith('.png'))
-    make_lmdb_from_imgs(folder, lmdb_path, names, [osp.splitext(n)[0] for n in names], n_thread=1)
+    make_lmdb_from_imgs(folder, lmdb_path, names, [osp.splitext(n)[0] for n in names], n_thread=1,
+                        map_size=1 << 26)  # its estimate from the first image is too small for tiny images
     return lmdb_path
 
 
@@ -190,7 +191,7 @@ def arch(kind: str, scale: int) -> dict:
         'ConverseConverted': {'type': 'ConverseConverted',
                               'network': {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8,
                                           'num_block': 1, 'upscale': scale},
-                              'convert': {'upsample': 'converse'}},
+                              'convert': {'upsample': True, 'resblocks': True}},
     }
     return dict(nets[kind])
 
@@ -206,6 +207,7 @@ class Case:
     plugin_types: bool = False  # the file uses the plugin's registered types (BasicSR runs it after the import)
     flags: list[str] = field(default_factory=list)
     needs_vgg: bool = False
+    expect_failure: tuple[str, ...] = ()  # BasicSR fails on the file; the plugin's one line holds these texts
 
 
 def _train_case(name: str, kind: str, scale: int, mode: str = 'folder', fast: bool = False,
@@ -220,12 +222,190 @@ def _train_case(name: str, kind: str, scale: int, mode: str = 'folder', fast: bo
     return Case(name, 'train', build, fast=fast, plugin_types=plugin_types)
 
 
+VGG_FILE = osp.join('experiments', 'pretrained_models', 'vgg19-dcbb9e9d.pth')  # BasicSR's VGG_PRETRAIN_PATH
+
+
+def write_vgg19(path: str) -> str:
+    """A VGG19 state dict (random weights, seed 0) where BasicSR's perceptual loss looks for its pretrained
+    file, so that nothing is downloaded."""
+    import torch
+    from torchvision.models import vgg19
+
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(vgg19(weights=None).state_dict(), path)
+    return path
+
+
+def write_weights(net_opt: dict, path: str, seed: int = 0) -> str:
+    """``{'params': state_dict}`` of ``net_opt`` built through the registry with ``seed`` (a "pretrained" file)."""
+    import torch
+
+    from converse_plugin.registries import build_network
+
+    torch.manual_seed(seed)
+    torch.save({'params': build_network(dict(net_opt), 'network_g').state_dict()}, path)
+    return path
+
+
+def _train_case(name: str, kind: str, scale: int, mode: str = 'folder', fast: bool = False,
+                plugin_types: bool = False, model_type: str = 'SRModel', val: bool = True, train_set: dict | None = None,
+                val_mode: str | None = None, needs_vgg: bool = False, expect_failure: tuple[str, ...] = (),
+                **sections: Any) -> Case:
+    """A training file: ``kind`` (see :func:`arch`) on paired data read as ``mode`` (``val_mode`` for its
+    validation set; BasicSR's LMDB backend cannot open one database twice in a process, so LMDB files validate
+    on folders), with ``train_set`` keys and option sections merged in."""
+    def build(data: Data, folder: str) -> str:
+        net = arch(kind, scale)
+        tset = paired_set(data, 'tiny_train', 'train', scale, mode, **(train_set or {}))
+        vmode = val_mode or ('folder' if mode == 'lmdb' else mode)
+        vset = paired_set(data, 'tiny_val', 'val', scale, vmode) if val else None
+        opt = train_file(name, net, tset, vset, scale, model_type, **sections)
+        return write(opt, osp.join(folder, f'{name}.yml'))
+    return Case(name, 'train', build, fast=fast, plugin_types=plugin_types, needs_vgg=needs_vgg,
+                expect_failure=expect_failure)
+
+
+def _test_case(name: str, kind: str, scale: int, sets: Callable[[Data], dict], model_type: str = 'SRModel',
+               plugin_types: bool = False, metrics: dict | None = None, fast: bool = False,
+               expect_failure: tuple[str, ...] = (), **sections: Any) -> Case:
+    """A test file: ``kind`` with weights of seed 0 (written beside the file) on ``sets(data)``."""
+    def build(data: Data, folder: str) -> str:
+        net = arch(kind, scale)
+        weights = write_weights(net, osp.join(folder, f'{kind}_x{scale}.pth'))
+        opt = test_file(name, net, sets(data), scale, model_type, weights, metrics, **sections)
+        return write(opt, osp.join(folder, f'{name}.yml'))
+    return Case(name, 'test', build, fast=fast, plugin_types=plugin_types, expect_failure=expect_failure)
+
+
+def _gan(net_d_iters: int = 1, perceptual: bool = False) -> dict:
+    train = {'net_d_iters': net_d_iters, 'net_d_init_iters': 0,
+             'optim_d': {'type': 'Adam', 'lr': 1e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+             'gan_opt': {'type': 'GANLoss', 'gan_type': 'vanilla', 'real_label_val': 1.0, 'fake_label_val': 0.0,
+                         'loss_weight': 0.1},
+             'scheduler': {'type': 'MultiStepLR', 'milestones': [2], 'gamma': 0.5}}
+    if perceptual:
+        train['perceptual_opt'] = {'type': 'PerceptualLoss', 'layer_weights': {'conv5_4': 1}, 'vgg_type': 'vgg19',
+                                   'use_input_norm': True, 'range_norm': False, 'perceptual_weight': 1.0,
+                                   'style_weight': 0, 'criterion': 'l1'}
+    return train
+
+
+_NET_D = {'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feat': 8, 'skip_connection': True}
+_Y_PSNR = {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}
+
+
+def _paired_test_sets(scale: int, mode: str = 'folder') -> Callable[[Data], dict]:
+    return lambda data: {'test_1': paired_set(data, 'tiny_test', 'test', scale, mode)}
+
+
+def _single_image_sets(data: Data) -> dict:
+    _, lq = data.pairs(1)  # 48 x 48 inputs: x4 gives 192 x 192, 2 x 2 of NIQE's 96 x 96 blocks
+    return {'test_1': {'name': 'tiny_single', 'type': 'SingleImageDataset', 'dataroot_lq': lq,
+                       'io_backend': {'type': 'disk'}}}
+
+
+def _bicubic_set(data: Data, phase: str, scale: int) -> dict:
+    gt, _ = data.pairs(scale)
+    opt = {'name': f'tiny_bicubic_{phase}', 'type': 'BicubicDownsampleDataset', 'dataroot_gt': gt,
+           'io_backend': {'type': 'disk'}, 'scale': scale}
+    if phase == 'train':
+        opt.update({'gt_size': 32, 'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0,
+                    'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 2, 'prefetch_mode': None})
+    return opt
+
+
+def _bicubic_case(name: str, kind: str, model_type: str) -> Case:
+    """The plugin's on-the-fly bicubic dataset with a BasicSR model (SRModel) or the plugin's ConverseModel."""
+    def build(data: Data, folder: str) -> str:
+        opt = train_file(name, arch(kind, 4), _bicubic_set(data, 'train', 4), _bicubic_set(data, 'val', 4), 4,
+                         model_type)
+        return write(opt, osp.join(folder, f'{name}.yml'))
+    return Case(name, 'train', build, plugin_types=True)
+
+
+def _broken(name: str, fast: bool = False, *expected: str, **change: Any) -> Case:
+    """A training file with one of BasicSR users' common data mistakes (``change`` keys of the training set,
+    given the data: a callable of ``(data, folder)``) on which BasicSR fails; the plugin's line names these."""
+    def build(data: Data, folder: str) -> str:
+        tset = paired_set(data, 'tiny_train', 'train', 2, 'folder')
+        val = paired_set(data, 'tiny_val', 'val', 2, 'folder')
+        for key, value in change.items():
+            value = value(data, folder) if callable(value) else value
+            target = val if key.startswith('val_') else tset
+            target[key[4:] if key.startswith('val_') else key] = value
+        opt = train_file(name, arch('MSRResNet', 2), tset, val, 2)
+        return write(opt, osp.join(folder, f'{name}.yml'))
+    return Case(name, 'train', build, fast=fast, expect_failure=expected)
+
+
+def _meta_of_sub_images(data: Data, folder: str) -> str:
+    """A meta info file of sub-images (``0001_s001.png``) made for another folder than the one read."""
+    path = osp.join(folder, 'meta_info_sub.txt')
+    with open(path, 'w', encoding='utf-8') as f:
+        f.writelines(f'{i:04d}_s{j:03d}.png (16,16,3)\n' for i in range(1, 3) for j in range(1, 3))
+    return path
+
+
+def _lmdb_without_meta(data: Data, folder: str) -> str:
+    import shutil
+
+    copy = osp.join(folder, 'gt_nometa.lmdb')
+    shutil.copytree(data.lmdb(2)[0], copy)
+    os.remove(osp.join(copy, 'meta_info.txt'))
+    return copy
+
+
+BROKEN: list[Case] = [
+    _broken('broken_lq_names_without_filename_tmpl', True, 'datasets:train', "filename_tmpl: '{}x2'",
+            dataroot_lq=lambda data, folder: data.pairs(2, '{}x2')[1]),
+    _broken('broken_meta_info_of_other_folder', False, 'datasets:train:meta_info_file', '0001_s001.png',
+            'dataroot_gt', meta_info_file=_meta_of_sub_images),
+    _broken('broken_scale_of_lq_folder', False, 'datasets:train', 'scale is 2',
+            dataroot_lq=lambda data, folder: data.pairs(4)[1]),
+    _broken('broken_lmdb_without_meta_info', False, 'datasets:train:dataroot_gt', 'meta_info.txt',
+            io_backend={'type': 'lmdb'}, dataroot_gt=_lmdb_without_meta,
+            dataroot_lq=lambda data, folder: data.lmdb(2)[1]),
+    _broken('broken_same_lmdb_for_train_and_val', False, 'datasets:val', 'LMDB', 'cannot open a database twice',
+            io_backend={'type': 'lmdb'}, dataroot_gt=lambda data, folder: data.lmdb(2)[0],
+            dataroot_lq=lambda data, folder: data.lmdb(2)[1], val_io_backend={'type': 'lmdb'},
+            val_dataroot_gt=lambda data, folder: data.lmdb(2)[0], val_dataroot_lq=lambda data, folder: data.lmdb(2)[1]),
+]
+
 CASES: list[Case] = [
+    # SRModel: architectures x paired data layouts x training settings
     _train_case('train_MSRResNet_x4_folder', 'MSRResNet', 4, fast=True),
-    _train_case('train_EDSR_x2_meta', 'EDSR', 2, 'meta'),
-    _train_case('train_RCAN_x2_tmpl', 'RCAN', 2, 'tmpl'),
+    _train_case('train_EDSR_x2_meta', 'EDSR', 2, 'meta',
+                train={'scheduler': {'type': 'MultiStepRestartLR', 'milestones': [2], 'restarts': [3],
+                                     'restart_weights': [0.5], 'gamma': 0.5}}),
+    _train_case('train_RCAN_x2_tmpl', 'RCAN', 2, 'tmpl', val={'pbar': True}),
     _train_case('train_ECBSR_x2_lmdb', 'ECBSR', 2, 'lmdb', fast=True),
     _train_case('train_RRDBNet_x4_ema', 'RRDBNet', 4, train={'ema_decay': 0.999}),
-    _train_case('train_SRVGGNet_x4_warmup', 'SRVGGNetCompact', 4,
+    _train_case('train_SRVGGNet_x4_warmup', 'SRVGGNetCompact', 4, train_set={'dataset_enlarge_ratio': 1},
                 train={'warmup_iter': 2, 'scheduler': {'type': 'MultiStepLR', 'milestones': [2, 3], 'gamma': 0.5}}),
+    _train_case('train_MSRResNet_x2_workers', 'MSRResNet', 2, train_set={'num_worker_per_gpu': 2},
+                val={'save_img': False}),
+    _train_case('train_SwinIR_x2', 'SwinIR', 2, model_type='SwinIRModel'),
+    # GAN models
+    _train_case('train_SRGAN_MSRResNet_x4', 'MSRResNet', 4, model_type='SRGANModel', network_d=_NET_D,
+                train=_gan(net_d_iters=1)),
+    _train_case('train_ESRGAN_RRDBNet_x4_perceptual', 'RRDBNet', 4, model_type='ESRGANModel', network_d=_NET_D,
+                train={**_gan(perceptual=True), 'ema_decay': 0.999}, needs_vgg=True),
+    # the plugin's architectures, model and datasets
+    _train_case('train_ConverseMSRResNet_x2_paired', 'ConverseMSRResNet', 2, 'meta', fast=True, plugin_types=True),
+    _train_case('train_ConverseMSRResNet_x4_ConverseModel', 'ConverseMSRResNet', 4, plugin_types=True,
+                model_type='ConverseModel'),
+    _train_case('train_ConverseConverted_MSRResNet_x3', 'ConverseConverted', 3, plugin_types=True),
+    _bicubic_case('train_ConverseMSRResNet_x4_bicubic', 'ConverseMSRResNet', 'ConverseModel'),
+    _bicubic_case('train_EDSR_x4_bicubic_SRModel', 'EDSR', 'SRModel'),
+    # test files
+    _test_case('test_MSRResNet_x4_folder', 'MSRResNet', 4, _paired_test_sets(4), fast=True),
+    _test_case('test_RCAN_x2_meta', 'RCAN', 2, _paired_test_sets(2, 'meta')),
+    _test_case('test_SwinIR_x3', 'SwinIR', 3, _paired_test_sets(3), model_type='SwinIRModel', metrics=_Y_PSNR),
+    _test_case('test_ESRGAN_RRDBNet_x4_lmdb', 'RRDBNet', 4, _paired_test_sets(4, 'lmdb'), model_type='ESRGANModel'),
+    _test_case('test_SRVGGNet_x4_single_niqe', 'SRVGGNetCompact', 4, _single_image_sets,
+               metrics={'niqe': {'type': 'calculate_niqe', 'crop_border': 0}}),
+    _test_case('test_ConverseMSRResNet_x2_paired', 'ConverseMSRResNet', 2, _paired_test_sets(2), plugin_types=True,
+               model_type='ConverseModel'),
 ]
+CASES += BROKEN
