@@ -30,8 +30,10 @@ class Converse2D(nn.Module):
         torch.Size([1, 8, 32, 32])
 
     In eval mode (or under ``torch.no_grad``), in eager mode, the kernel-dependent filter is cached per
-    input size and recomputed whenever ``weight`` or ``bias`` change (under torch.compile it is part of the
-    graph instead).
+    input size and recomputed whenever ``weight`` or ``bias`` change, including changes made through
+    ``.data`` (BasicSR's EMA update), which PyTorch's version counters do not see: the cache keeps a copy of
+    both and compares them (C·k² + C numbers; on a GPU the comparison waits for the device). Under
+    torch.compile the filter is part of the graph instead.
 
     Formulation: the attributes ``impl`` ('fft', 'real' or None: see :func:`converse2d`) and
     ``compute_dtype`` select it per instance; :func:`converse_plugin.ops.export.export_mode` sets them on
@@ -78,12 +80,14 @@ class Converse2D(nn.Module):
             return None
         key = (height, width, dtype, full, self.weight.device, self.weight._version, self.bias._version,
                self.weight.data_ptr(), self.bias.data_ptr())
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
+        cache = self._cache
+        if cache is not None and cache[0] == key and torch.equal(cache[2][0], self.weight) and \
+                torch.equal(cache[2][1], self.bias):  # `.data` updates (BasicSR's model_ema) keep key and version
+            return cache[1]
         with torch.no_grad():
             filt = converse_filter_conj(self.weight.to(dtype), converse_lambda(self.bias, self.eps).to(dtype),
                                         self.scale, height, width, full=full)
-        self._cache = (key, filt)
+        self._cache = (key, filt, (self.weight.detach().clone(), self.bias.detach().clone()))
         return filt
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
