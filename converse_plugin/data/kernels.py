@@ -235,7 +235,8 @@ KERNEL_GENERATORS: dict[str, Callable[[dict, int, np.random.Generator], np.ndarr
 
 
 def check_generator_opt(cfg: dict) -> dict:
-    """Validate a ``kernel_generator`` option dict once (type and size); returns it."""
+    """Validate a ``kernel_generator`` option dict once (type, size, and the ranges of every type it can
+    draw); returns it."""
     if not isinstance(cfg, dict) or cfg.get('type') not in KERNEL_GENERATORS:
         got = cfg.get('type') if isinstance(cfg, dict) else cfg
         raise ValueError(f"'kernel_generator.type' must be one of {sorted(KERNEL_GENERATORS)}, got {got!r}")
@@ -243,6 +244,9 @@ def check_generator_opt(cfg: dict) -> dict:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"'kernel_generator.size' must be a positive integer, got {size!r}")
     random_kernel(cfg, np.random.default_rng(0))  # fails now, not in a worker, on bad ranges
+    if cfg['type'] == 'mixed':  # one draw tried one of the types: try each (their ranges differ)
+        for kernel_type in cfg.get('types', ['gaussian_iso', 'gaussian_aniso', 'motion']):
+            KERNEL_GENERATORS[kernel_type](cfg, int(size), np.random.default_rng(0))
     return cfg
 
 

@@ -196,6 +196,9 @@ def test_mixed_respects_types():
     ({'type': 'gaussian_iso', 'sigma_range': [3, 1]}, r"'kernel_generator.sigma_range'"),
     ({'type': 'mixed', 'types': ['gaussian_iso', 'disk']}, r"'kernel_generator.types'"),
     ({'type': 'mixed', 'probs': [1, 1]}, r"'kernel_generator.probs'"),
+    # a range only some of the mixed types read: checked whichever type the first draw picks
+    ({'type': 'mixed', 'probs': [0, 0, 1], 'sigma_range': ['rgb', 3.0]}, r"'kernel_generator.sigma_range'"),
+    ({'type': 'mixed', 'probs': [1, 0, 0], 'length_range': [5, 1]}, r"'kernel_generator.length_range'"),
 ])
 def test_generator_option_errors(cfg, match):
     with pytest.raises(ValueError, match=match):
