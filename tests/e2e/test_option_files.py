@@ -41,10 +41,12 @@ def test_every_folder_has_files():
     kinds = {osp.basename(osp.dirname(f)) for f in FILES}
     assert kinds == {'train', 'test', 'demo'}
     converted = [f for f in FILES if '/train/train_Converted' in f]  # the conversion wrapper's files (ConverseConverted)
-    assert len(converted) == 5  # MSRResNet, EDSR, RCAN, SwinIR, SRVGG (GAN)
+    assert len(converted) == 6  # MSRResNet (LR on the fly and paired folders), EDSR, RCAN, SwinIR, SRVGG (GAN)
     cpu = [f for f in FILES if f.endswith('_cpu.yml')]  # the CPU recipe
     assert len(cpu) == 1
-    assert len([f for f in FILES if '/train/' in f]) == 4 + len(ABLATIONS) + len(converted) + len(cpu)
+    paired = [f for f in FILES if '/train/train_Converse' in f and f.endswith('_paired.yml')]
+    assert len(paired) == 3  # ConverseMSRResNet x2, x3, x4 on paired HR/LR folders (test_paired_folder_options.py)
+    assert len([f for f in FILES if '/train/' in f]) == 4 + len(ABLATIONS) + len(converted) + len(cpu) + len(paired)
 
 
 @pytest.mark.parametrize('path', FILES, ids=lambda p: osp.relpath(p, OPTIONS))
@@ -64,7 +66,10 @@ def test_option_file_is_valid(path, tmp_path):
         assert opt['path']['experiments_root'] == osp.join(str(tmp_path), 'experiments', opt['name'])
     else:
         assert opt['path']['pretrain_network_g'].startswith('experiments/pretrained_models/')
-        assert opt['path']['param_key_g'] is None  # plain state dicts
+        if path.endswith('_paired.yml'):  # models trained with the paired-folder files: their EMA weights
+            assert opt['path']['param_key_g'] == 'params_ema'
+        else:
+            assert opt['path']['param_key_g'] is None  # the released checkpoints: plain state dicts
 
 
 @pytest.mark.parametrize('ablation', sorted(ABLATIONS))

@@ -46,7 +46,10 @@ def option_files(kind: str) -> list[str]:
 # ------------------------------------------------------------------------------------------- tiny data
 
 def make_data(root: str) -> dict[str, str]:
-    """Synthetic data: a folder of 48x48 RGB PNGs, a kernel .npy, a regular file and an empty folder."""
+    """Synthetic data: a folder of 48x48 RGB PNGs, its bicubic x2, x3 and x4 LQ folders (same names: the
+    paired-folder files' dataroot_lq), a kernel .npy, a regular file and an empty folder."""
+    import cv2
+
     from tests.e2e.helpers import make_images, make_kernel
 
     os.makedirs(root, exist_ok=True)
@@ -54,6 +57,13 @@ def make_data(root: str) -> dict[str, str]:
             'kernel': make_kernel(osp.join(root, 'kernel.npy')),
             'file': osp.join(root, 'regular_file.txt'),
             'empty': osp.join(root, 'empty_dir')}
+    for scale in (2, 3, 4):
+        folder = data[f'lq_x{scale}'] = osp.join(root, f'lq_x{scale}')
+        os.makedirs(folder, exist_ok=True)
+        for name in sorted(os.listdir(data['images'])):
+            img = cv2.imread(osp.join(data['images'], name))
+            lq = cv2.resize(img, (48 // scale, 48 // scale), interpolation=cv2.INTER_CUBIC)
+            cv2.imwrite(osp.join(folder, name), lq)
     with open(data['file'], 'w', encoding='utf-8') as f:
         f.write('not an image, not a checkpoint\n')
     os.makedirs(data['empty'], exist_ok=True)
@@ -77,16 +87,21 @@ def tiny(opt: dict, data: dict[str, str]) -> dict:
     opt = copy.deepcopy(opt)
     if 'num_gpu' in opt:
         opt['num_gpu'] = 0
+    scale = opt.get('scale', 1)
     for ds in (opt.get('datasets') or {}).values():
         for key in ('dataroot_gt', 'dataroot_lq'):
             if key in ds:
                 ds[key] = data['images']
+        if 'dataroot_lq' in ds and f'lq_x{scale}' in data:  # paired folders: LQ = GT / scale
+            ds['dataroot_lq'] = data[f'lq_x{scale}']
+        if ds.get('meta_info_file') is not None:  # every pair of the folders
+            ds['meta_info_file'] = None
         if 'kernels' in ds:
             ds['kernels'] = data['kernel']
         if 'num_worker_per_gpu' in ds:
             ds.update(num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=1)
         if 'gt_size' in ds:
-            ds['gt_size'] = 32
+            ds['gt_size'] = 32 - 32 % scale  # a multiple of the scale (x3: 30), as paired crops need
     for key in [k for k in opt if str(k).startswith('network_')]:
         _shrink_net(opt[key])
     if isinstance(opt.get('path'), dict):
