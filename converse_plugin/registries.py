@@ -17,7 +17,8 @@ from typing import Any
 
 from converse_plugin.errors import OptionError, first_line
 
-__all__ = ['REGISTRIES', 'registry', 'lookup', 'known_names', 'closest_names', 'unknown_name_message']
+__all__ = ['REGISTRIES', 'registry', 'lookup', 'known_names', 'closest_names', 'unknown_name_message',
+           'uses_plugin_types']
 
 # what the option files call each registry -> BasicSR's registry object name
 REGISTRIES = {'network': 'ARCH_REGISTRY', 'model': 'MODEL_REGISTRY', 'dataset': 'DATASET_REGISTRY',
@@ -45,6 +46,24 @@ def lookup(kind: str, name: Any, where: str = '') -> Any:
         except KeyError:
             pass
     raise OptionError(unknown_name_message(kind, name, where))
+
+
+def uses_plugin_types(opt: Any) -> bool:
+    """Whether the option tree ``opt`` names one of the plugin's own models or networks (``model_type``,
+    ``network_*:type``): such a file opts into the plugin's defaults where they differ from BasicSR's. Names
+    that do not resolve count as not the plugin's (the option checks report them)."""
+    if not isinstance(opt, dict):
+        return False
+    names = [('model', opt.get('model_type'))]
+    names += [('network', v.get('type')) for k, v in opt.items() if str(k).startswith('network_') and isinstance(v, dict)]
+    for kind, name in names:
+        try:
+            found = lookup(kind, name)
+        except OptionError:
+            continue
+        if str(getattr(found, '__module__', '')).split('.')[0] == 'converse_plugin':
+            return True
+    return False
 
 
 def known_names(kind: str) -> list[str]:

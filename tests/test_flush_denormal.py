@@ -106,3 +106,17 @@ def test_probe_counts_each_threads_share(monkeypatch):
     bits[2, :5] = 0  # a chunk counts only where all of it is 0
     monkeypatch.setattr(denormals, '_denormal_products', lambda numel: bits.flatten()[:numel])
     assert denormals.flushing_threads() == (1, 3)
+
+
+def test_the_default_follows_the_files_types():
+    """BasicSR's own files keep BasicSR's arithmetic; files with the plugin's models or networks flush."""
+    import converse_plugin  # noqa: F401 (registrations)
+    from converse_plugin.registries import uses_plugin_types
+
+    basicsr_file = {'model_type': 'SRModel', 'network_g': {'type': 'MSRResNet'}, 'network_d': {'type': 'VGGStyleDiscriminator'}}
+    assert not uses_plugin_types(basicsr_file)
+    assert uses_plugin_types({**basicsr_file, 'model_type': 'ConverseModel'})
+    assert uses_plugin_types({**basicsr_file, 'network_g': {'type': 'ConverseConverted'}})
+    assert uses_plugin_types({'model_type': 'SRModel', 'network_g': {'type': 'ConverseDnCNN'}})
+    assert not uses_plugin_types({'model_type': 'NoSuchModel', 'network_g': {'type': 'NoSuchNet'}})
+    assert parse_flush_denormal(None, default=False) is False and parse_flush_denormal(True, default=False) is True

@@ -1,6 +1,7 @@
 """``train: flush_denormal``: the CPU treats denormal float32/float64 values as zero during training.
 
-``true`` (default) or ``false``. Numbers below 1.2e-38 in float32 (denormals) take a slow microcoded path on
+``true`` or ``false``; by default ``true`` for files that use the plugin's own models or networks, ``false``
+for the others, which get BasicSR's arithmetic as BasicSR runs it. Numbers below 1.2e-38 in float32 (denormals) take a slow microcoded path on
 many x86 CPUs, tens to over a hundred cycles per operation. A training step makes a few: gradients that
 underflow, e.g. behind GELU's derivative far from zero, then carried through Converse2D's FFT-domain backward
 (0.03-0.06% of the values reaching Converse2D's backward in a ConverseDnCNN step). ``true`` sets the CPU's
@@ -30,10 +31,10 @@ _DENORMAL_BITS = 713_624  # the bits of the float32 denormal 1.0e-39 (the smalle
 _CHUNK = 2**16  # elements per thread in the probe: above PyTorch's grain size, so the work is split
 
 
-def parse_flush_denormal(value: Any) -> bool:
-    """``train: flush_denormal`` -> True (default, also for ``~``) or False. Raises OptionError."""
+def parse_flush_denormal(value: Any, default: bool = True) -> bool:
+    """``train: flush_denormal`` -> True or False (``default`` for ``~``). Raises OptionError."""
     if value is None:
-        return True
+        return default
     if not isinstance(value, bool):
         from converse_plugin.errors import OptionError
         raise OptionError(f'train:flush_denormal: expected true or false, got {value!r}')
@@ -62,11 +63,11 @@ def flushing_threads() -> tuple[int, int]:
     return int((_denormal_products(threads * _CHUNK).view(threads, _CHUNK) == 0).all(dim=1).sum()), threads
 
 
-def setup_flush_denormal(train_opt: Any, logger: Any) -> bool:
-    """Apply ``train: flush_denormal`` to this process's CPU threads; returns whether the CPU now flushes
-    denormals in every thread PyTorch computes with."""
+def setup_flush_denormal(train_opt: Any, logger: Any, default: bool = True) -> bool:
+    """Apply ``train: flush_denormal`` (``default`` where it is not set) to this process's CPU threads; returns
+    whether the CPU now flushes denormals in every thread PyTorch computes with."""
     import torch
-    if not parse_flush_denormal((train_opt or {}).get('flush_denormal')):
+    if not parse_flush_denormal((train_opt or {}).get('flush_denormal'), default):
         return False
     if not torch.set_flush_denormal(True):
         logger.info('train:flush_denormal: this CPU has no flush-to-zero mode; denormals are computed as they are')

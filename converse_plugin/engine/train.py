@@ -15,8 +15,12 @@ BasicSR option file runs unchanged) and adds:
 - **NaN/Inf guard**: a non-finite batch or loss stops training (:mod:`converse_plugin.engine.guards`);
 - the model is built with the plugin's checkpoint policy (:func:`converse_plugin.engine.build.build_model`);
 - on the CPU, glibc keeps freed memory for the next step (``train: cpu_allocator``,
-  :mod:`converse_plugin.engine.allocator`) and denormals are flushed to zero (``train: flush_denormal``,
-  :mod:`converse_plugin.engine.denormals`; the caller's mode comes back when training returns).
+  :mod:`converse_plugin.engine.allocator`) and, for files that use the plugin's models or networks, denormals
+  are flushed to zero (``train: flush_denormal``, :mod:`converse_plugin.engine.denormals`; the caller's mode
+  comes back when training returns).
+
+A file that sets none of the plugin's keys and uses none of its types gets BasicSR's run: the same random
+numbers, losses, metrics and files (``tests/conformance`` runs BasicSR's pipeline beside this one).
 
 A user's own ``train.py`` calls :func:`train_pipeline` with its folder, as with BasicSR's.
 """
@@ -44,6 +48,7 @@ from converse_plugin.engine.resume import load_resume_state
 from converse_plugin.engine.rng import capture_rng_state, restore_rng_state
 from converse_plugin.engine.validate import validate_options
 from converse_plugin.errors import OptionError
+from converse_plugin.registries import uses_plugin_types
 
 __all__ = ['train_pipeline', 'Progress']
 
@@ -153,7 +158,8 @@ def _train(root_path: str, argv: Sequence[str] | None, prog: str) -> None:
     try:
         setup_flush_denormal(opt.get('train') if isinstance(opt.get('train'), dict) else None,
                              SimpleNamespace(info=lambda msg: early_log.append(('info', msg)),
-                                             warning=lambda msg: early_log.append(('warning', msg))))
+                                             warning=lambda msg: early_log.append(('warning', msg))),
+                             default=uses_plugin_types(opt))  # BasicSR's own files: BasicSR's arithmetic
     except OptionError as err:
         raise OptionError(f'{args.opt}: {err}') from None
     notes = validate_options(opt, args.opt, is_train=True)
