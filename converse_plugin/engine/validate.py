@@ -259,7 +259,7 @@ def _check_train(file: str, opt: Mapping, model_cls: Any) -> None:
         check_registered(file, 'train:scheduler:type', _get(file, sched, 'type', 'train:scheduler'), SCHEDULERS,
                          'scheduler')
         _build_scheduler(file, 'train:scheduler', sched, optimizer)
-    if train.get('warmup_iter') is not None:
+    if 'warmup_iter' in train:  # ~ too: BasicSR compares it with the iteration
         value = train['warmup_iter']
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= -1):
             raise OptionError(f'{file}: train:warmup_iter must be an integer >= -1 (-1: no warm-up), got {value!r}')
