@@ -88,12 +88,18 @@ def test_missing_required_key_is_named(capsys, tmp_path, data, key, words):
     ('datasets:train:color', 'cmyk', ['datasets:train', "'color' must be one of"]),
     ('train:cpu_allocator', 'jemalloc', ['train:cpu_allocator: expected cache or system', "'jemalloc'"]),
     ('train:flush_denormal', 'yes', ['train:flush_denormal: expected true or false', "'yes'"]),
-    ('train:warmup_iter', None, ['train:warmup_iter must be an integer >= -1', 'got None']),
     ('val:cpu_allocator', 'cache', ['val:cpu_allocator is for basicsr test', 'set train:cpu_allocator instead']),
 ])
 def test_wrong_type_or_range_is_named(capsys, tmp_path, data, key, value, words):
     msg = _fails(capsys, tmp_path, options(data, **{key: value}))
     assert all(w in msg for w in words), msg
+
+
+def test_warmup_iter_null_is_named(capsys, tmp_path, data):
+    opt = options(data)
+    opt['train']['warmup_iter'] = None  # BasicSR compares it with the iteration: a TypeError in the first step
+    msg = _fails(capsys, tmp_path, opt)
+    assert 'train:warmup_iter must be an integer >= -1' in msg and 'got None' in msg, msg
 
 
 def test_padding_the_image_is_too_small_for(capsys, tmp_path):
