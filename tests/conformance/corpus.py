@@ -315,6 +315,22 @@ def _bicubic_set(data: Data, phase: str, scale: int) -> dict:
     return opt
 
 
+def _noise_case(name: str, net: dict, workers: int = 0) -> Case:
+    """Gray denoising with the plugin's GaussianNoiseDataset and BasicSR's SRModel (scale 1)."""
+    def build(data: Data, folder: str) -> str:
+        gt, _ = data.pairs(1)
+        common = {'type': 'GaussianNoiseDataset', 'dataroot_gt': gt, 'color': 'gray', 'sigma': 25,
+                  'io_backend': {'type': 'disk'}}
+        train = {**common, 'name': 'tiny_noise_train', 'gt_size': 32, 'use_hflip': True, 'use_rot': True,
+                 'num_worker_per_gpu': workers, 'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 2,
+                 'prefetch_mode': None}
+        val = {**common, 'name': 'tiny_noise_val', 'noise_seed': 0}
+        opt = train_file(name, dict(net), train, val, 1)
+        opt['val']['metrics'] = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}
+        return write(opt, osp.join(folder, f'{name}.yml'))
+    return Case(name, 'train', build, plugin_types=True)
+
+
 def _bicubic_case(name: str, kind: str, model_type: str) -> Case:
     """The plugin's on-the-fly bicubic dataset with a BasicSR model (SRModel) or the plugin's ConverseModel."""
     def build(data: Data, folder: str) -> str:
@@ -398,6 +414,10 @@ CASES: list[Case] = [
     _train_case('train_ConverseConverted_MSRResNet_x3', 'ConverseConverted', 3, plugin_types=True),
     _bicubic_case('train_ConverseMSRResNet_x4_bicubic', 'ConverseMSRResNet', 'ConverseModel'),
     _bicubic_case('train_EDSR_x4_bicubic_SRModel', 'EDSR', 'SRModel'),
+    _noise_case('train_DnCNN_gray_noise', {'type': 'DnCNN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 8,
+                                           'num_conv': 3}),
+    _noise_case('train_ConverseDnCNN_gray_noise_workers', {'type': 'ConverseDnCNN', 'num_in_ch': 1, 'num_out_ch': 1,
+                                                           'num_feat': 8, 'num_block': 1}, workers=2),
     # test files
     _test_case('test_MSRResNet_x4_folder', 'MSRResNet', 4, _paired_test_sets(4), fast=True),
     _test_case('test_RCAN_x2_meta', 'RCAN', 2, _paired_test_sets(2, 'meta')),
