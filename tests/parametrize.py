@@ -10,10 +10,13 @@ DEVICES = ('cpu', CUDA)
 BACKEND_TIERS = {'aot_eager': (), 'inductor': (pytest.mark.slow, )}  # backend -> its marks
 
 
-def with_backends(*cases: tuple, backends=tuple(BACKEND_TIERS)) -> list:
-    """Each case (a tuple of arguments) followed by each of ``backends``, with that backend's tier: for a
+def with_backends(*cases: tuple, backends=tuple(BACKEND_TIERS), slow: bool = False) -> list:
+    """Each case (a tuple of arguments) followed by each of ``backends``, with that backend's tier (the slow
+    tier for every backend with ``slow``: cases beyond the fast tier's representative ones): for a
     parametrize whose last argument is the backend."""
-    return [pytest.param(*case, b, marks=BACKEND_TIERS[b]) for b in backends for case in cases]
+    def marks(b):
+        return (*BACKEND_TIERS[b], pytest.mark.slow) if slow else BACKEND_TIERS[b]
+    return [pytest.param(*case, b, marks=marks(b)) for b in backends for case in cases]
 
 
 BACKENDS = with_backends(())  # for a parametrize of the backend alone

@@ -55,7 +55,8 @@ def outputs_and_grads(model, net, args):
 
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('name, options, backend', [
-    *with_backends(*((n, None) for n in (*SMALL, 'ConverseConverted'))),
+    *with_backends(('ConverseDnCNN', None)),  # the fast tier's representative; the others in the slow tier
+    *with_backends(*((n, None) for n in (*SMALL, 'ConverseConverted') if n != 'ConverseDnCNN'), slow=True),
     *with_backends(('ConverseDnCNN', 'train'), ('ConverseUSRNet', 'train'), backends=('inductor', ))])
 def test_fullgraph_compile_equals_eager(name, options, backend, device):
     """``options='train'``: with what ``train: compile: true`` adds on the device (parse_compile; inductor's
@@ -84,8 +85,8 @@ def test_fullgraph_compile_equals_eager(name, options, backend, device):
 
 
 @pytest.mark.parametrize('device', DEVICES)
-@pytest.mark.parametrize('backend', BACKENDS)
-@pytest.mark.parametrize('sf,dynamic', [(1, True), (2, True), (2, None)])
+@pytest.mark.parametrize('sf, dynamic, backend', [*with_backends((1, True)),
+                                                  *with_backends((2, True), (2, None), slow=True)])
 def test_usrnet_per_sample_kernels_compile(sf, dynamic, backend, device):
     """The data step with per-sample kernels, s = sf; dynamic=True from the start or automatic dynamic shapes
     after a size change. (sf = 2 with dynamic=True failed inside inductor while the s > 1 filter used a grouped

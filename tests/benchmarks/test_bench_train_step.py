@@ -42,6 +42,7 @@ def test_breakdown_splits_a_step_by_category():
     assert parts['fused kernels'] == 0
 
 
+@pytest.mark.slow
 def test_adam_choice_reaches_the_step():
     """--adam default is torch.optim.Adam as BasicSR builds it (a loop of aten ops per parameter), fused one
     kernel for all; neither is compiled in the compile mode, auto is (no aten ops of the update left)."""
@@ -56,6 +57,7 @@ def test_adam_choice_reaches_the_step():
     assert ops('compile', 'default') - ops('compile', 'auto') > default - fused - 20
 
 
+@pytest.mark.slow
 def test_source_times_another_checkout(tmp_path):
     """--source imports converse_plugin from the given checkout and names its commit; a directory without the
     package is a clear message, not a traceback."""

@@ -395,7 +395,7 @@ CASES: list[Case] = [
                 train={'scheduler': {'type': 'MultiStepRestartLR', 'milestones': [2], 'restarts': [3],
                                      'restart_weights': [0.5], 'gamma': 0.5}}),
     _train_case('train_RCAN_x2_tmpl', 'RCAN', 2, 'tmpl', val={'pbar': True}),
-    _train_case('train_ECBSR_x2_lmdb', 'ECBSR', 2, 'lmdb', fast=True),
+    _train_case('train_ECBSR_x2_lmdb', 'ECBSR', 2, 'lmdb'),
     _train_case('train_RRDBNet_x4_ema', 'RRDBNet', 4, train={'ema_decay': 0.999}),
     _train_case('train_SRVGGNet_x4_warmup', 'SRVGGNetCompact', 4, train_set={'dataset_enlarge_ratio': 1},
                 train={'warmup_iter': 2, 'scheduler': {'type': 'MultiStepLR', 'milestones': [2, 3], 'gamma': 0.5}}),
@@ -408,7 +408,7 @@ CASES: list[Case] = [
     _train_case('train_ESRGAN_RRDBNet_x4_perceptual', 'RRDBNet', 4, model_type='ESRGANModel', network_d=_NET_D,
                 train={**_gan(perceptual=True), 'ema_decay': 0.999}, needs_vgg=True),
     # the plugin's architectures, model and datasets
-    _train_case('train_ConverseMSRResNet_x2_paired', 'ConverseMSRResNet', 2, 'meta', fast=True, plugin_types=True),
+    _train_case('train_ConverseMSRResNet_x2_paired', 'ConverseMSRResNet', 2, 'meta', plugin_types=True),
     _train_case('train_ConverseMSRResNet_x4_ConverseModel', 'ConverseMSRResNet', 4, plugin_types=True,
                 model_type='ConverseModel'),
     _train_case('train_ConverseConverted_MSRResNet_x3', 'ConverseConverted', 3, plugin_types=True),

@@ -127,6 +127,7 @@ def _slurm_ranks(args: list[str], cwd: str, port: int, world: int = 2, timeout: 
     return run_together(commands, cwd, timeout)
 
 
+@pytest.mark.slow
 def test_slurm_test_pipeline_gives_single_process_numbers(tmp_path):
     """Quick (about 15 s): ``--launcher slurm`` with 2 simulated srun tasks; 5 images split 3 + 2; the
     per-image metrics and the means equal the single-process run's, every image is saved once."""

@@ -169,6 +169,7 @@ def test_compiled_run_blocks_uses_pairs_for_even_batches_and_equals_eager(batch,
         assert (g - r).abs().max().item() <= 1e-10 * max(1.0, r.abs().max().item())
 
 
+@pytest.mark.slow
 def test_blocks_with_hooks_or_other_operators_keep_the_plain_layout():
     """A hook inside a block would see the pair layout, and a depthwise convolution cannot work on it."""
     assert all(b.takes_pairs() for b in _blocks())

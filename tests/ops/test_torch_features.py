@@ -18,6 +18,7 @@ def test_compiled_block_equals_eager():
     assert torch.allclose(compiled, eager, atol=1e-5, rtol=1e-5), (compiled - eager).abs().max()
 
 
+@pytest.mark.slow
 def test_compiled_block_trains_like_eager():
     torch.manual_seed(0)
     block = ConverseBlock(4, 4, kernel_size=3, padding=2)
