@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv test test-all demo clean
+.PHONY: venv chromium test test-all demo clean
 
 venv: $(BIN)/.converse-installed
 
@@ -16,7 +16,15 @@ $(BIN)/.converse-installed: setup.py
 	$(BIN)/pip install -q --no-build-isolation basicsr==1.4.2
 	$(BIN)/pip install -q --no-build-isolation -e '.[test,spandrel]'
 	$(BIN)/python -c 'from converse_plugin import compat; compat.install_startup_hook()'  # editable installs skip it
+	-@$(MAKE) --no-print-directory chromium
 	touch $@
+
+# Debian's chromium for the report.html browser tests (playwright drives it; it never downloads a browser). Only
+# as root with apt-get; never fails: without a browser those tests skip with the reason
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo 'note: no chromium (apt-get install chromium as root): the report.html browser tests will skip'
 
 # the fast tier (every module, ~10 minutes on 2 CPU cores); test-all (~25 minutes) adds the slow end-to-end runs,
 # the long fuzz tier and the released-checkpoint reproductions (what CI runs)

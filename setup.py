@@ -40,9 +40,11 @@ setup(
         'scipy',
         'tqdm',
     ],
-    # realesrgan: the side-by-side test with another BasicSR plugin (tests/e2e/test_other_plugins.py)
+    # realesrgan: the side-by-side test with another BasicSR plugin (tests/e2e/test_other_plugins.py);
+    # playwright: drives the system's Chromium for report.html (tests/tools/test_compare_report.py; the browser
+    # itself is Debian's chromium package, never downloaded by playwright)
     extras_require={'test': ['pytest', 'hypothesis', 'onnx', 'onnxscript', 'onnxruntime', 'safetensors',
-                             'realesrgan==0.3.0'],
+                             'realesrgan==0.3.0', 'playwright'],
                     'export': ['onnx', 'onnxscript', 'onnxruntime', 'safetensors'],
                     'spandrel': ['spandrel==0.4.2']},
     entry_points={'console_scripts': ['basicsr=converse_plugin.cli:main']},

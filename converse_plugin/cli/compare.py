@@ -12,7 +12,9 @@ by the same code as ``basicsr test`` (BasicSR's model ``feed_data``/``test``/``t
 Written to ``--out``: ``comparison.md`` and ``comparison.csv`` (one row per model and test set:
 metrics, params, MACs with FFTs, latency and peak memory for ``--input-size``), ``quality_vs_cost.png``
 and ``crops/<dataset>_<image>.png`` (input | each model | ground truth) for ``--crops`` images (default:
-the first image of each set).
+the first image of each set); unless ``--no-html``, ``report.html`` (:mod:`converse_plugin.engine.html_report`:
+sortable tables, a before/after slider with one zoom for both sides, the chart; offline) with every image of
+every model under ``images/<dataset>/``.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,12 +165,14 @@ def _published(spec: ModelSpec, dataset: str) -> dict[str, float]:
 
 
 def evaluate(model: Any, loader: Any, metrics: dict[str, dict], lpips_opt: dict | None,
-             crop_names: set[str] | None, matched: set[str] | None = None
+             crop_names: set[str] | None, matched: set[str] | None = None,
+             on_image: Callable[[int, str, dict[str, np.ndarray], dict[str, float]], None] | None = None
              ) -> tuple[dict[str, float], int, dict[str, dict[str, np.ndarray]]]:
     """Mean metrics of ``model`` on ``loader`` exactly as BasicSR's validation computes them, plus the
     (input, output, ground truth) images of ``crop_names`` (None: of the first image). A crop name matches
     an input's name or its ground truth's (``101085`` picks ``101085_k1``, ``101085_k2``, ...); the names
-    that matched are added to ``matched``."""
+    that matched are added to ``matched``. ``on_image(index, name, images, values)`` sees every image (the
+    report's per-image values and files)."""
     from basicsr.metrics import calculate_metric
     from basicsr.utils import tensor2img
 
@@ -184,9 +188,10 @@ def evaluate(model: Any, loader: Any, metrics: dict[str, dict], lpips_opt: dict 
         visuals = model.get_current_visuals()
         sr_img = tensor2img([visuals['result']])
         gt_img = tensor2img([visuals['gt']])
+        values = {}
         for key, opt_ in all_metrics.items():
-            value = calculate_metric({'img': sr_img, 'img2': gt_img}, copy.deepcopy(opt_))
-            sums[key] = sums.get(key, 0.0) + float(value)
+            values[key] = float(calculate_metric({'img': sr_img, 'img2': gt_img}, copy.deepcopy(opt_)))
+            sums[key] = sums.get(key, 0.0) + values[key]
         if crop_names is None:
             keep = count == 0
         else:
@@ -194,8 +199,12 @@ def evaluate(model: Any, loader: Any, metrics: dict[str, dict], lpips_opt: dict 
             if matched is not None:
                 matched |= hits
             keep = bool(hits)
-        if keep:
-            kept[name] = {'input': tensor2img([visuals['lq']]), 'output': sr_img, 'gt': gt_img}
+        if keep or on_image:
+            imgs = {'input': tensor2img([visuals['lq']]), 'output': sr_img, 'gt': gt_img}
+            if keep:
+                kept[name] = imgs
+            if on_image:
+                on_image(count, name, imgs, values)
         del model.lq, model.output, model.gt
         count += 1
     return {k: v / max(count, 1) for k, v in sums.items()}, count, kept
@@ -204,10 +213,11 @@ def evaluate(model: Any, loader: Any, metrics: dict[str, dict], lpips_opt: dict 
 def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (), zoo_directory: str | None = None,
                 input_size: str | None = None, use_lpips: bool = True, lpips_net: str = 'alex',
                 crops: Sequence[str] = (), crop_size: int = 96, repeat: int = 3, cpu: bool = False,
-                cpu_allocator: str = 'cache') -> list[Row]:
+                cpu_allocator: str = 'cache', html: bool = True) -> list[Row]:
     """Run the comparison and write the report files; returns the rows of the table. On the CPU, glibc keeps
     freed memory for the next image with ``cpu_allocator`` 'cache' (:mod:`converse_plugin.engine.allocator`):
-    the latency column then has no page faults of fresh memory in it; the report says which was used."""
+    the latency column then has no page faults of fresh memory in it; the report says which was used.
+    ``html``: also ``report.html`` and its ``images/`` (:mod:`converse_plugin.engine.html_report`)."""
     import converse_plugin  # noqa: F401  (registries)
     from basicsr.data import build_dataloader, build_dataset
     from converse_plugin.engine.build import build_model  # the plugin's checkpoint policy: safe, checked loads
@@ -244,16 +254,19 @@ def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (
     rows: list[Row] = []
     matched: set[str] = set()
     images: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for spec in specs:
+    all_metrics = dict(metrics, **({'lpips': lpips_opt} if lpips_opt else {}))
+    pages = _ReportImages(out, [name for name, _ in loaders], all_metrics) if html else None
+    for k, spec in enumerate(specs):
         model = build_model(spec.opt)
         net = model.get_bare_model(model.net_g)
         c = int(spec.opt['network_g'].get('num_in_ch', 3))
         size = parse_input_size(input_size.replace('C', str(c)) if input_size else f'1x{c}x256x256')
         cost = measure_cost(net, size, repeat)
-        for ds_name, loader in loaders:
+        for d, (ds_name, loader) in enumerate(loaders):
             wanted = set(crops) if crops else None
             start = time.perf_counter()
-            values, n, kept = evaluate(model, loader, metrics, lpips_opt, wanted, matched)
+            values, n, kept = evaluate(model, loader, metrics, lpips_opt, wanted, matched,
+                                       pages.collector(k, d) if pages else None)
             print(f'{spec.label} on {ds_name}: {n} images in {time.perf_counter() - start:.0f} s', file=sys.stderr,
                   flush=True)
             rows.append(Row(spec.label, ds_name, n, values, cost, _published(spec, ds_name)))
@@ -281,8 +294,85 @@ def run_compare(models: Sequence[str], out_dir: str, datasets: Sequence[str] = (
     notes = [f'Metrics: {used}' + (f', lpips = calculate_lpips ({lpips_net})' if lpips_opt else '') + '.',
              '![quality vs cost](quality_vs_cost.png)' if chart else '(matplotlib missing: no chart)',
              *[f'![{k}](crops/{k}.png)' for k in images]]
+    if pages:
+        size = pages.write(out / 'report.html', rows, labels, metric_key, device, notes[0])
+        notes.append(f'Open report.html in a browser: slider, zoom, every image ({size / 1024:.0f} KB page).')
     write_markdown(rows, out / 'comparison.md', device, notes)
     return rows
+
+
+class _ReportImages:
+    """Collects what report.html shows while the models run: each image of each test set written once as
+    PNG (ground truth, input, each model's output under ``images/<set>/``) and its per-image metrics (the
+    input's too when it has the ground truth's size)."""
+
+    def __init__(self, out: Path, set_names: Sequence[str], metrics: dict[str, dict]):
+        from converse_plugin.engine.html_report import ReportSet, path_template, slug
+
+        self.out, self.metrics = out, metrics
+        taken: set[str] = set()
+        self.folders = [slug(name, taken) for name in set_names]
+        self.stems: list[set[str]] = [set() for _ in set_names]
+        self.sets = [ReportSet(name, {'gt': path_template(f'images/{f}/', '.gt.png'),
+                                      'input': path_template(f'images/{f}/', '.input.png')})
+                     for name, f in zip(set_names, self.folders)]
+
+    def _png(self, d: int, stem: str, side: str, img: np.ndarray) -> None:
+        from converse_plugin.engine.html_report import write_png
+        write_png(self.out / 'images' / self.folders[d] / f'{stem}.{side}.png', img)
+
+    def collector(self, k: int, d: int) -> Callable[[int, str, dict[str, np.ndarray], dict[str, float]], None]:
+        from basicsr.metrics import calculate_metric
+        from converse_plugin.engine.html_report import ReportImage, path_template, slug
+
+        report_set = self.sets[d]
+        report_set.paths[f'm{k}'] = path_template(f'images/{self.folders[d]}/', f'.m{k}.png')
+
+        def on_image(index: int, name: str, imgs: dict[str, np.ndarray], values: dict[str, float]) -> None:
+            if index == len(report_set.images):  # the first model to see this image
+                gt, lq = imgs['gt'], imgs['input']
+                image = ReportImage(name, slug(name, self.stems[d]), int(gt.shape[1]), int(gt.shape[0]))
+                self._png(d, image.stem, 'gt', gt)
+                self._png(d, image.stem, 'input', lq)
+                if lq.shape == gt.shape:
+                    image.values['input'] = {key: float(calculate_metric({'img': lq, 'img2': gt}, copy.deepcopy(o)))
+                                             for key, o in self.metrics.items()}
+                report_set.images.append(image)
+            image = report_set.images[index]
+            if image.name != name:
+                raise RuntimeError(f'{report_set.name}: image {index} is {name!r} for this model, {image.name!r} '
+                                   'for the first: the test set must give its images in the same order')
+            self._png(d, image.stem, f'm{k}', imgs['output'])
+            image.values[f'm{k}'] = dict(values)
+        return on_image
+
+    def write(self, path: Path, rows: Sequence[Row], labels: Sequence[str], metric_key: str, device: str,
+              metrics_note: str) -> int:
+        from converse_plugin.engine.html_report import Column, metric_columns, svg_chart, write_report
+
+        mcols = metric_columns(self.metrics)
+        summary = [{'model': r.model, 'dataset': r.dataset, 'images': r.images, **r.metrics,
+                    'published': ', '.join(f'{k} {v:g}' for k, v in r.published.items()),
+                    'params': r.cost.params, 'gmacs': r.cost.macs / 1e9, 'fft_gmacs': r.cost.fft_macs / 1e9,
+                    'latency_ms': r.cost.latency_ms, 'peak_mem_mb': r.cost.peak_mem_mb} for r in rows]
+        columns = [Column('model', 'model'), Column('dataset', 'dataset'), Column('images', 'images', 'int'),
+                   *(Column(k, lab, dg) for k, lab, dg, _ in mcols), Column('published', 'published'),
+                   Column('params', 'params', 'int'), Column('gmacs', 'GMACs', 2),
+                   Column('fft_gmacs', 'of which FFT', 2), Column('latency_ms', 'latency ms', 1),
+                   Column('peak_mem_mb', 'peak MB', 1)]
+        label = metric_key.upper()
+        points = [{'model': s['model'], 'dataset': s['dataset'], 'y': s.get(metric_key, float('nan')),
+                   'gmacs': s['gmacs'], 'latency_ms': s['latency_ms']} for s in summary]
+        chart = svg_chart(points, [('gmacs', 'GMACs (FFTs counted)'), ('latency_ms', 'latency (ms)')], 'y', label)
+        cost_input = rows[0].cost.input_size if rows else '?'
+        sides = [('gt', 'ground truth'), ('input', 'input'), *((f'm{k}', lb) for k, lb in enumerate(labels))]
+        pair = ('m0', 'm1') if len(labels) > 1 else ('input', 'm0')
+        return write_report(path, title='Model comparison', intro=[
+            f'Device: {device}. Cost columns for one input of {cost_input} (B x C x H x W); MACs count FFTs; '
+            'latency is the median forward time; peak MB the peak tensor memory of one forward.', metrics_note,
+            'The same numbers: comparison.md, comparison.csv.'],
+            summary_columns=columns, summary_rows=summary, metrics=mcols, sides=sides, sets=self.sets,
+            pair=pair, chart_svg=chart)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--crop-size', type=int, default=96, help='crop side in ground-truth pixels (default 96)')
     parser.add_argument('--repeat', type=int, default=3, help='timed forward runs after one warm-up (default 3)')
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even when CUDA is available')
+    parser.add_argument('--no-html', action='store_true',
+                        help='skip report.html and its images/ (every image of every model as PNG)')
     add_cpu_allocator_argument(parser)
     return parser
 
@@ -310,11 +402,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from converse_plugin.metrics.lpips_backbone import BackboneError
     try:
         run_compare(args.models, args.out, args.datasets, args.zoo_dir, args.input_size, not args.no_lpips,
-                    args.lpips_net, args.crops, args.crop_size, args.repeat, args.cpu, args.cpu_allocator)
+                    args.lpips_net, args.crops, args.crop_size, args.repeat, args.cpu, args.cpu_allocator,
+                    not args.no_html)
     except (UserError, BackboneError) as err:
         print(f'basicsr compare: error: {err}', file=sys.stderr)
         return 2
     print((Path(args.out) / 'comparison.md').read_text(encoding='utf-8'))
+    if not args.no_html:
+        print(f'basicsr compare: open {Path(args.out) / "report.html"} in a browser', file=sys.stderr)
     return 0
 
 

@@ -12,6 +12,7 @@ from converse_plugin.engine.allocator import setup_cpu_allocator
 from converse_plugin.engine.build import build_model
 from converse_plugin.engine.dist import check_same_options
 from converse_plugin.engine.distributed_eval import validate
+from converse_plugin.engine.html_report import run_report_hook
 from converse_plugin.engine.logs import start_log
 from converse_plugin.engine.options import parse_options
 from converse_plugin.engine.validate import validate_options
@@ -33,6 +34,7 @@ def test_pipeline(root_path: str, argv: Sequence[str] | None = None) -> None:
     opt, args = parse_options(root_path, is_train=False, argv=argv)
     check_same_options(args.opt, argv)  # every rank: the same option file and arguments
     notes = validate_options(opt, args.opt, is_train=False)
+    report = run_report_hook(opt, args.opt)  # val:report: true -> report.html after the test sets (checked now)
     torch.backends.cudnn.benchmark = True
 
     make_exp_dirs(opt)
@@ -53,3 +55,5 @@ def test_pipeline(root_path: str, argv: Sequence[str] | None = None) -> None:
         # distributed (torchrun ... test --launcher pytorch): the images are split across the ranks
         validate(model, test_loader, current_iter=opt['name'], tb_logger=None,
                  save_img=opt['val'].get('save_img', False))
+    if report:
+        report(test_loaders, logger.info)

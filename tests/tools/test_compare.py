@@ -108,6 +108,10 @@ def test_compare_writes_table_csv_chart_crops(setup, monkeypatch, capsys):
     allocator = 'cache' if platform.libc_ver()[0] == 'glibc' else 'system'  # --cpu-allocator's default
     assert f'threads, allocator {allocator})' in md
     assert (out / 'quality_vs_cost.png').stat().st_size > 1000
+    assert 'Open report.html in a browser' in md
+    for image in ('im0', 'im1'):  # report.html's images: ground truth, input, each model
+        for side in ('gt', 'input', 'm0', 'm1'):
+            assert cv2.imread(str(out / 'images' / 'Tiny' / f'{image}.{side}.png'), cv2.IMREAD_UNCHANGED).shape == (40, 48)
     montage = cv2.imread(str(out / 'crops' / 'Tiny_im1.png'))
     # input, two models, ground truth: 4 tiles of 16 px zoomed twice, 4 px gaps, a 20 px label bar
     assert montage.shape == (20 + 32, 4 * 32 + 3 * 4, 3)
@@ -117,19 +121,23 @@ def test_compare_writes_table_csv_chart_crops(setup, monkeypatch, capsys):
     assert 'tiny_dncnn on Tiny: 2 images in' in printed.err  # progress, one line per model and test set
 
     # the same numbers as `basicsr test` (its log prints 4 decimals; BasicSR's logger writes its file only
-    # when first set up in a process, so listen to the logger itself)
+    # when first set up in a process, so listen to the logger itself: a filter, which start_log's reset of a
+    # logger without a file leaves in place, unlike a handler)
     records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
+
+    def listen(record):
+        records.append(record.getMessage())
+        return True
+
     logger = logging.getLogger('basicsr')
     level = logger.level
-    logger.addHandler(handler)
+    logger.addFilter(listen)
     logger.setLevel(logging.INFO)
     try:
         for option in files:
             assert test_cli.main(['-opt', option, '--root', str(root / 'test_runs')]) == 0
     finally:
-        logger.removeHandler(handler)
+        logger.removeFilter(listen)
         logger.setLevel(level)
     logs = '\n'.join(records).split('Validation Tiny')[1:]
     assert len(logs) == 2
@@ -137,6 +145,32 @@ def test_compare_writes_table_csv_chart_crops(setup, monkeypatch, capsys):
         for key in ('psnr', 'ssim'):
             logged = float(re.findall(rf'# {key}: ([\d.]+)', log)[-1])
             assert logged == pytest.approx(float(row[key]), abs=5e-5), (row['model'], key)
+
+
+def test_basicsr_test_report_option(setup, tmp_path):
+    """val: report: true writes report.html beside the saved images; without save_img it stops before the run."""
+    root, files, _ = setup
+    from converse_plugin.engine.html_report import read_data
+
+    text = open(files[1]).read()
+    report = tmp_path / 'report.yml'
+    report.write_text(text.replace('  save_img: false\n', '  save_img: true\n  suffix: ~\n  report: true\n'))
+    assert test_cli.main(['-opt', str(report), '--root', str(tmp_path / 'a')]) == 0
+    results = tmp_path / 'a' / 'results' / 'tiny_dncnn'
+    data = read_data(results / 'report.html')
+    (images,) = [s['images'] for s in data['sets']]
+    assert [im['n'] for im in images] == ['im0', 'im1'] and data['pair'] == ['input', 'm0']
+    assert (results / 'visualization' / 'Tiny' / 'im1_tiny_dncnn.png').is_file()
+    assert (results / 'images' / 'Tiny' / 'im1.gt.png').is_file()
+    summary = data['summary']
+    assert summary['rows'][0][:3] == ['tiny_dncnn', 'Tiny', 2]
+    psnr = [c[0] for c in summary['cols']].index('psnr')
+    assert summary['rows'][0][psnr] == pytest.approx(sum(im['v']['m0'][0] for im in images) / 2, abs=1e-4)
+
+    no_images = tmp_path / 'no_images.yml'
+    no_images.write_text(text.replace('  save_img: false\n', '  save_img: false\n  report: true\n'))
+    assert test_cli.main(['-opt', str(no_images), '--root', str(tmp_path / 'b')]) == 2
+    assert not (tmp_path / 'b' / 'results').exists()  # refused before anything ran
 
 
 def test_compare_errors(setup, tmp_path):
