@@ -29,7 +29,8 @@ from converse_plugin.errors import UserError
 
 __all__ = ['init_dist', 'local_rank', 'backend_for_device', 'DistributedStartError', 'OptionMismatchError',
            'start_timeout', 'collective_timeout', 'check_same_options', 'is_distributed', 'broadcast_object',
-           'gather_to_all', 'barrier', 'shutdown', 'TIMEOUT_ENV', 'COLLECTIVE_TIMEOUT_ENV']
+           'gather_to_all', 'barrier', 'shutdown', 'TIMEOUT_ENV', 'COLLECTIVE_TIMEOUT_ENV', 'uses_agent_store',
+           'shared_store_warning']
 
 TIMEOUT_ENV = 'CONVERSE_DIST_TIMEOUT'  # seconds to wait for every rank to join (default 120)
 COLLECTIVE_TIMEOUT_ENV = 'CONVERSE_DIST_COLLECTIVE_TIMEOUT'  # seconds per collective once joined (default 1800)
@@ -161,10 +162,11 @@ def init_dist(launcher: str, backend: str = 'nccl', port: int | None = None, tim
     try:
         delta = datetime.timedelta(seconds=seconds)
         attempt = os.environ.get('TORCHELASTIC_RESTART_COUNT')
-        if attempt is None:  # srun, or a launcher without restarts
+        if attempt is None or not uses_agent_store():  # srun, or a store that is new for every round
             dist.init_process_group(backend=backend_for_device(backend), timeout=delta)
-        else:  # torchrun: the store of env:// with a prefix per attempt, so that after a restart the keys the
-            # killed attempt left there (its ranks' gloo addresses) are never read by the new one
+        else:  # torchrun's shared store (its default): a prefix per attempt, so that after a restart the keys
+            # the killed attempt left there (its ranks' gloo addresses) are never read by the new one. With
+            # several agents their restart counts can differ (see shared_store_warning): not reliable there
             store, rank, world_size = next(dist.rendezvous('env://', timeout=delta))
             store = dist.PrefixStore(f'converse_plugin/attempt_{attempt}', store)
             dist.init_process_group(backend=backend_for_device(backend), store=store, rank=rank,
@@ -173,6 +175,30 @@ def init_dist(launcher: str, backend: str = 'nccl', port: int | None = None, tim
         raise DistributedStartError(f'cannot form the process group at {_where()} within {seconds:g} s: '
                                     f'{_reason(err)}') from None
     _set_timeout(datetime.timedelta(seconds=max(seconds, collective_timeout())))
+
+
+def uses_agent_store() -> bool:
+    """Whether torchrun's workers share the agent's store (``TORCHELASTIC_USE_AGENT_STORE``), which keeps the keys
+    of every earlier round; ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` in torchrun's environment turns it off."""
+    return os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True'
+
+
+def shared_store_warning() -> str | None:
+    """A warning for torchrun runs of several agents (machines) with restarts on the agents' shared store.
+
+    When a worker of one agent dies, that agent restarts its workers as a failure (its restart count goes up),
+    but another agent whose worker has not failed yet restarts its own for the new membership, with its count
+    unchanged. The workers of the new round then disagree on the round (the restart count is the only one
+    torchrun gives them) and cannot tell fresh keys of the shared store from the dead round's: the group
+    does not form (it ends after the start timeout). With ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` every
+    round gets a new store and the restart works (docs/distributed.md)."""
+    agents = os.environ.get('GROUP_WORLD_SIZE', '1')
+    restarts = os.environ.get('TORCHELASTIC_MAX_RESTARTS', '0')
+    if uses_agent_store() and agents.isdigit() and int(agents) > 1 and restarts.isdigit() and int(restarts) > 0:
+        return (f'torchrun with {agents} agents and --max-restarts {restarts} shares one store across restarts: '
+                'a restart after a worker dies may not form the group again; start torchrun with '
+                'TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment (docs/distributed.md)')
+    return None
 
 
 def _set_timeout(delta: datetime.timedelta) -> None:

@@ -39,7 +39,7 @@ import torch
 from converse_plugin.engine.allocator import setup_cpu_allocator
 from converse_plugin.engine.build import build_model, make_prefetcher
 from converse_plugin.engine.denormals import preserved_denormal_mode, setup_flush_denormal
-from converse_plugin.engine.dist import check_same_options, gather_to_all
+from converse_plugin.engine.dist import check_same_options, gather_to_all, shared_store_warning
 from converse_plugin.engine.distributed_eval import validate
 from converse_plugin.engine.guards import check_finite_batch, check_finite_losses
 from converse_plugin.engine.logs import start_log
@@ -172,6 +172,8 @@ def _train(root_path: str, argv: Sequence[str] | None, prog: str) -> None:
     logger = start_log(opt, 'train', notes)
     for level, message in early_log:
         getattr(logger, level)(message)
+    if opt['rank'] == 0 and (warning := shared_store_warning()):
+        logger.warning(warning)
     tb_logger = init_tb_loggers(opt)
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(opt, logger)
     model = build_model(opt)
