@@ -121,3 +121,24 @@ def test_each_yaml_type_is_in_a_file_named_after_it():
             if not any(name in f.read_text() for f in files):
                 missing.append(f'{registry._name}:{name} (defined in {obj.__module__})')
     assert not missing, f'YAML types without a file named after them: {missing}'
+
+
+ROOT = PACKAGE.parent
+
+
+def test_readme_is_a_short_users_document():
+    """The README stays at most 16 KB (details go to docs/) and starts with the two quick-start commands."""
+    text = (ROOT / 'README.md').read_text(encoding='utf-8')
+    assert len(text.encode('utf-8')) <= 16 * 1024, 'README.md is over 16 KB: move details to docs/'
+    quick = text.split('## Quick start', 1)[1].split('##', 1)[0]
+    assert 'make demo' in quick and 'make test' in quick
+
+
+def test_no_internal_issue_numbers_in_file_names_or_docs():
+    """Files and sections are named by what they do, never by an issue number of our tracker."""
+    tracked = [p for top in ('benchmarks', 'converse_plugin', 'docs', 'options', 'scripts', 'tests')
+               for p in (ROOT / top).rglob('*') if '__pycache__' not in p.parts]
+    assert not [p for p in tracked if re.search(r'issue_?\d', p.name, re.IGNORECASE)]
+    for doc in [ROOT / 'README.md', *(ROOT / 'docs').glob('*.md')]:
+        found = re.findall(r'\b[Ii]ssue #?\d+', doc.read_text(encoding='utf-8'))
+        assert not found, f'{doc.name}: {found}'
