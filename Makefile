@@ -26,7 +26,7 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo 'note: no chromium (apt-get install chromium as root): the report.html browser tests will skip'
 
-# the fast tier (every module, ~10 minutes on 2 CPU cores); test-all (~25 minutes) adds the slow end-to-end runs,
+# the fast tier (every module, ~6 minutes on 2 CPU cores); test-all (25-50 minutes) adds the slow end-to-end runs,
 # the long fuzz tier and the released-checkpoint reproductions (what CI runs)
 test: venv
 	$(BIN)/python -m pytest -q -m "not slow and not reproduction" tests
