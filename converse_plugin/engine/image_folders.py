@@ -27,6 +27,7 @@ from os import path as osp
 from typing import Any
 
 from converse_plugin.errors import DataError, DataFileNotFoundError
+from converse_plugin.io.images import image_header
 
 __all__ = ['check_image_folders', 'check_shared_lmdbs', 'dataset_family']
 
@@ -198,19 +199,6 @@ def _folder_pairs(file: str, where: str, gt_root: str, lq_root: str, tmpl: str) 
     return pairs
 
 
-def _header_size(path: str) -> tuple[int, int] | None:
-    """(height, width) from the image file's header, or None when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        import cv2
-        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        return None if img is None else img.shape[:2]
-
-
 def _check_sizes(file: str, where: str, ds_opt: Mapping, pairs: list[tuple[str, str]]) -> list[str]:
     scale = ds_opt.get('scale', 1)
     if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
@@ -220,11 +208,12 @@ def _check_sizes(file: str, where: str, ds_opt: Mapping, pairs: list[tuple[str, 
     step = max(1, len(pairs) // MAX_SIZE_CHECKS)
     notes: list[str] = []
     for gt_path, lq_path in pairs[::step]:
-        gt, lq = _header_size(gt_path), _header_size(lq_path)
-        for path, size in ((gt_path, gt), (lq_path, lq)):
-            if size is None:
+        headers = {path: image_header(path) for path in (gt_path, lq_path)}
+        for path, header in headers.items():
+            if header is None:
                 raise DataError(f'{file}: {where}: cannot read image file {path} (not an image BasicSR can decode); '
                                 'replace it or remove the pair')
+        gt, lq = headers[gt_path][:2], headers[lq_path][:2]
         exact = all(g == s * scale for g, s in zip(gt, lq))
         if not exact and (train or any(g < s * scale for g, s in zip(gt, lq))):
             ratio = ' x '.join(f'{g / s:.3g}' for g, s in zip(gt, lq))

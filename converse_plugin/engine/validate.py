@@ -29,6 +29,7 @@ from torch import nn
 from converse_plugin.errors import (CheckpointError, DataError, DataFileNotFoundError, OptionError, UserError,
                                     construction_hint)
 from converse_plugin.engine.image_folders import check_image_folders, check_shared_lmdbs
+from converse_plugin.io.images import image_header
 from converse_plugin.registries import build_network, lookup, unknown_name_message
 
 __all__ = ['validate_options', 'check_registered', 'check_test_dataset']
@@ -615,21 +616,6 @@ def _plain(err: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else ''
 
 
-def _image_header(path: str) -> tuple[int, int, str] | None:
-    """(height, width, PIL mode) from the file's header, or None when it is not a readable image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width, img.mode
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        import cv2  # some formats PIL does not know; cv2 reads the whole file
-        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if img is None:
-            return None
-        return img.shape[0], img.shape[1], 'L' if img.ndim == 2 or img.shape[2] == 1 else 'RGB'
-
-
 _GRAY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'F', 'P')
 
 
@@ -651,7 +637,7 @@ def _check_images(file: str, where: str, dataset: Any, net: nn.Module | None) ->
     converted = []
     smallest = None
     for path in paths:
-        header = _image_header(path)
+        header = image_header(path)
         if header is None:
             raise DataError(f'{file}: {where}: cannot decode image file {path}: not a readable image '
                             '(remove it from the folder or replace it)')

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'LoadedImage', 'list_image_files', 'read_image', 'write_image']
+__all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'LoadedImage', 'image_header', 'list_image_files', 'read_image',
+           'write_image']
 
 # the one list of image file suffixes (data folders, infer inputs); all decoded by OpenCV
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.webp')
@@ -43,6 +44,21 @@ def list_image_files(source: str) -> list[str]:
     if not files:
         raise FileNotFoundError(f'-i {source}: the folder holds no image files ({", ".join(IMAGE_EXTENSIONS)})')
     return files
+
+
+def image_header(path: str) -> tuple[int, int, str] | None:
+    """(height, width, PIL mode) from the file's header (the whole file only for formats PIL does not know),
+    or None when it is not a readable image: the option checks read every image of a data folder this way."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width, img.mode
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if img is None:
+            return None
+        return img.shape[0], img.shape[1], 'L' if img.ndim == 2 or img.shape[2] == 1 else 'RGB'
 
 
 def read_image(path: str) -> LoadedImage:
