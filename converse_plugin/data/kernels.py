@@ -211,8 +211,11 @@ def _gen_motion(cfg: dict, size: int, rng: np.random.Generator) -> np.ndarray:
     return motion_kernel(size, rng.uniform(lo, hi), rng, curvature)
 
 
+MIXED_TYPES = ('gaussian_iso', 'gaussian_aniso', 'motion')  # what type 'mixed' draws from without 'types'
+
+
 def _gen_mixed(cfg: dict, size: int, rng: np.random.Generator) -> np.ndarray:
-    types = list(cfg.get('types', ['gaussian_iso', 'gaussian_aniso', 'motion']))
+    types = list(cfg.get('types', MIXED_TYPES))
     bad = [t for t in types if t not in KERNEL_GENERATORS or t == 'mixed']
     if not types or bad:
         raise ValueError(f"'kernel_generator.types' must list kernel types from "
@@ -245,7 +248,7 @@ def check_generator_opt(cfg: dict) -> dict:
         raise ValueError(f"'kernel_generator.size' must be a positive integer, got {size!r}")
     random_kernel(cfg, np.random.default_rng(0))  # fails now, not in a worker, on bad ranges
     if cfg['type'] == 'mixed':  # one draw tried one of the types: try each (their ranges differ)
-        for kernel_type in cfg.get('types', ['gaussian_iso', 'gaussian_aniso', 'motion']):
+        for kernel_type in cfg.get('types', MIXED_TYPES):
             KERNEL_GENERATORS[kernel_type](cfg, int(size), np.random.default_rng(0))
     return cfg
 
