@@ -19,11 +19,14 @@ def run(argv: Sequence[str], is_train: bool) -> int:
 
     A user error (:class:`~converse_plugin.errors.UserError`: bad option file, data, checkpoint, or
     NaN/Inf in training) ends the command with one line ``basicsr <command>: error: <message>`` on stderr
-    and the error's exit code (2; 3 for NaN/Inf in training), without a traceback.
+    and the error's exit code (2; 3 for NaN/Inf in training), without a traceback. A preemption signal
+    (SIGUSR1; SIGTERM under SLURM) saves a checkpoint and ends with exit status 75.
     """
     from converse_plugin.engine import test_pipeline, train_pipeline
     from converse_plugin.engine.dist import shutdown
     from converse_plugin.engine.options import build_parser
+    from converse_plugin.engine.preemption import Preempted, StoppedByLauncher
+    from converse_plugin.engine.watchdog import stopped_message
 
     command = 'train' if is_train else 'test'
     prog = f'basicsr {command}'
@@ -40,6 +43,12 @@ def run(argv: Sequence[str], is_train: bool) -> int:
             message = f'{args.opt}: {message}'
         print(f'{prog}: error: {message}', file=sys.stderr, flush=True)
         return err.exit_code
+    except Preempted as stop:  # a preemption signal: the checkpoint is saved, the run continues with --auto_resume
+        print(f'{prog}: preempted: {stop}', file=sys.stderr, flush=True)
+        return stop.exit_code
+    except StoppedByLauncher as stop:  # torchrun's agent ends its workers: say where this one was and why
+        print(f'{prog}: error: {stopped_message(str(stop))}', file=sys.stderr, flush=True)
+        return stop.exit_code
     finally:
         shutdown()  # a distributed run leaves its process group before the interpreter exits
     return 0

@@ -25,12 +25,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from converse_plugin.engine.watchdog import Watchdog, start_watchdog, stop_watchdog, waiting
 from converse_plugin.errors import UserError
 
 __all__ = ['init_dist', 'local_rank', 'backend_for_device', 'DistributedStartError', 'OptionMismatchError',
            'start_timeout', 'collective_timeout', 'check_same_options', 'is_distributed', 'broadcast_object',
            'gather_to_all', 'barrier', 'shutdown', 'TIMEOUT_ENV', 'COLLECTIVE_TIMEOUT_ENV', 'uses_agent_store',
-           'shared_store_warning']
+           'shared_store_warning', 'watch_collectives']
 
 TIMEOUT_ENV = 'CONVERSE_DIST_TIMEOUT'  # seconds to wait for every rank to join (default 120)
 COLLECTIVE_TIMEOUT_ENV = 'CONVERSE_DIST_COLLECTIVE_TIMEOUT'  # seconds per collective once joined (default 1800)
@@ -217,7 +218,8 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not is_distributed():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    with waiting('a broadcast from rank 0' if src == 0 else f'a broadcast from rank {src}'):
+        dist.broadcast_object_list(box, src=src)
     return box[0]
 
 
@@ -226,19 +228,39 @@ def gather_to_all(obj: Any) -> list:
     if not is_distributed():
         return [obj]
     out: list = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    with waiting('a gather of every rank'):
+        dist.all_gather_object(out, obj)
     return out
 
 
 def barrier() -> None:
     if is_distributed():
-        dist.barrier()
+        with waiting('a barrier'):
+            dist.barrier()
+
+
+def watch_collectives(timeout: float | None = None, resume_hint: Any = None, log: Any = None) -> Watchdog | None:
+    """Start this rank's collective watchdog (:mod:`converse_plugin.engine.watchdog`); None without a process
+    group. A rank whose wait exceeds ``timeout`` (``dist_params: timeout``, else ``CONVERSE_DIST_TIMEOUT``, else
+    120 s) stops when another rank does not answer; when all are alive, after the collective timeout."""
+    if not is_distributed():
+        return None
+    import uuid
+
+    token = broadcast_object(uuid.uuid4().hex)  # this group's keys (a shared store keeps earlier rounds')
+    host = os.environ.get('MASTER_ADDR', '127.0.0.1')
+    store_host = (f'the torchrun agent on {host}' if uses_agent_store() else f'rank 0 on {host}')
+    watchdog = Watchdog(dist.get_rank(), dist.get_world_size(), host, int(os.environ.get('MASTER_PORT', '29500')),
+                        token, start_timeout(timeout), stuck_timeout=collective_timeout(), resume_hint=resume_hint,
+                        log=log, store_host=store_host)
+    return start_watchdog(watchdog)
 
 
 def shutdown() -> None:
-    """Leave the process group, if this process joined one. A process that exits with a gloo group still
-    alive can abort in the group's destructor ("terminate called without an active exception", SIGABRT),
-    which would replace the one-line error's exit status."""
+    """Stop the watchdog and leave the process group, if this process joined one. A process that exits with a
+    gloo group still alive can abort in the group's destructor ("terminate called without an active
+    exception", SIGABRT), which would replace the one-line error's exit status."""
+    stop_watchdog()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -10,12 +10,13 @@ import torch
 
 from converse_plugin.engine.allocator import setup_cpu_allocator
 from converse_plugin.engine.build import build_model
-from converse_plugin.engine.dist import check_same_options
+from converse_plugin.engine.dist import check_same_options, watch_collectives
 from converse_plugin.engine.distributed_eval import validate
 from converse_plugin.engine.html_report import run_report_hook
 from converse_plugin.engine.logs import start_log
 from converse_plugin.engine.options import parse_options
 from converse_plugin.engine.validate import validate_options
+from converse_plugin.engine.watchdog import lost_peer_error, working
 
 __all__ = ['test_pipeline']
 
@@ -25,6 +26,15 @@ def test_pipeline(root_path: str, argv: Sequence[str] | None = None) -> None:
     ``sys.argv[1:]``); logs and images under ``<--root or root_path>/results/<name>/``. On the CPU, glibc keeps
     freed memory for the next image (``val: cpu_allocator``, :mod:`converse_plugin.engine.allocator`).
     Raises :class:`~converse_plugin.errors.UserError` for anything a user can fix."""
+    try:
+        _test(root_path, argv)
+    except RuntimeError as err:  # a collective that failed because another rank is gone: one line, not a traceback
+        if (lost := lost_peer_error(err)) is None:
+            raise
+        raise lost from None
+
+
+def _test(root_path: str, argv: Sequence[str] | None) -> None:
     from basicsr.data import build_dataloader, build_dataset
     from basicsr.utils import make_exp_dirs
 
@@ -39,6 +49,8 @@ def test_pipeline(root_path: str, argv: Sequence[str] | None = None) -> None:
 
     make_exp_dirs(opt)
     logger = start_log(opt, 'test', notes)
+    watch_collectives((opt.get('dist_params') or {}).get('timeout'), log=logger.error,
+                      resume_hint=lambda: 'run the same command again')
 
     test_loaders = []
     for _, dataset_opt in sorted(opt['datasets'].items()):
@@ -53,7 +65,8 @@ def test_pipeline(root_path: str, argv: Sequence[str] | None = None) -> None:
     for test_loader in test_loaders:
         logger.info(f"Testing {test_loader.dataset.opt['name']}...")
         # distributed (torchrun ... test --launcher pytorch): the images are split across the ranks
-        validate(model, test_loader, current_iter=opt['name'], tb_logger=None,
-                 save_img=opt['val'].get('save_img', False))
+        with working('the test of ' + str(test_loader.dataset.opt['name'])):
+            validate(model, test_loader, current_iter=opt['name'], tb_logger=None,
+                     save_img=opt['val'].get('save_img', False))
     if report:
         report(test_loaders, logger.info)

@@ -39,14 +39,17 @@ import torch
 from converse_plugin.engine.allocator import setup_cpu_allocator
 from converse_plugin.engine.build import build_model, make_prefetcher
 from converse_plugin.engine.denormals import preserved_denormal_mode, setup_flush_denormal
-from converse_plugin.engine.dist import check_same_options, gather_to_all, shared_store_warning
+from converse_plugin.engine.dist import (barrier, check_same_options, gather_to_all, shared_store_warning,
+                                         watch_collectives)
 from converse_plugin.engine.distributed_eval import validate
 from converse_plugin.engine.guards import check_finite_batch, check_finite_losses
 from converse_plugin.engine.logs import start_log
 from converse_plugin.engine.options import copy_option_file, parse_options
+from converse_plugin.engine.preemption import Preempted, Preemption
 from converse_plugin.engine.resume import load_resume_state
 from converse_plugin.engine.rng import capture_rng_state, restore_rng_state
 from converse_plugin.engine.validate import validate_options
+from converse_plugin.engine.watchdog import lost_peer_error, waiting, working
 from converse_plugin.errors import OptionError
 from converse_plugin.registries import uses_plugin_types
 
@@ -139,12 +142,36 @@ def _prepare_folders(opt: dict, resumed: bool) -> None:
 
 def train_pipeline(root_path: str, argv: Sequence[str] | None = None, prog: str = 'basicsr train') -> None:
     """Train from the command line ``argv`` (default ``sys.argv[1:]``); outputs under ``--root`` or
-    ``root_path``. Raises :class:`~converse_plugin.errors.UserError` for anything a user can fix."""
-    with preserved_denormal_mode():
-        _train(root_path, argv, prog)
+    ``root_path``. Raises :class:`~converse_plugin.errors.UserError` for anything a user can fix (among them
+    :class:`~converse_plugin.engine.watchdog.PeerLostError`: another rank died or stopped answering) and
+    :class:`~converse_plugin.engine.preemption.Preempted` after a preemption signal and its checkpoint."""
+    try:
+        with preserved_denormal_mode(), Preemption().installed() as preemption:
+            _train(root_path, argv, prog, preemption)
+    except RuntimeError as err:  # a collective that failed because another rank is gone: one line, not a traceback
+        if (lost := lost_peer_error(err)) is None:
+            raise
+        raise lost from None
 
 
-def _train(root_path: str, argv: Sequence[str] | None, prog: str) -> None:
+def _resume_hint(opt: dict, argv: Sequence[str]) -> str:
+    """Where the run can continue from and the command that continues it (for a run that stops early)."""
+    import os
+    import re
+    import shlex
+
+    folder = opt['path'].get('training_states') or ''
+    states = sorted((int(m.group(1)), name) for name in (os.listdir(folder) if osp.isdir(folder) else ())
+                    if (m := re.fullmatch(r'(\d+)\.state', name)))
+    where = (f'the last complete training state is {osp.join(folder, states[-1][1])}' if states
+             else 'no training state was saved yet')
+    args = list(argv) if '--auto_resume' in argv else [*argv, '--auto_resume']
+    launcher = 'torchrun ... ' if os.environ.get('TORCHELASTIC_RUN_ID') else ('srun ' if opt.get('dist') and
+                                                                             os.environ.get('SLURM_JOB_ID') else '')
+    return f"{where}; resume with: {launcher}python -m converse_plugin train {shlex.join(args)}"
+
+
+def _train(root_path: str, argv: Sequence[str] | None, prog: str, preemption: Preemption) -> None:
     import sys
 
     from basicsr.train import create_train_val_dataloader, init_tb_loggers
@@ -170,6 +197,7 @@ def _train(root_path: str, argv: Sequence[str] | None, prog: str) -> None:
     if opt['rank'] == 0:
         copy_option_file(args.opt, opt['path']['experiments_root'], ' '.join([prog, *argv]))
     logger = start_log(opt, 'train', notes)
+    watch_collectives((opt.get('dist_params') or {}).get('timeout'), lambda: _resume_hint(opt, argv), logger.error)
     for level, message in early_log:
         getattr(logger, level)(message)
     if opt['rank'] == 0 and (warning := shared_store_warning()):
@@ -210,8 +238,9 @@ def _train(root_path: str, argv: Sequence[str] | None, prog: str) -> None:
                 break
             model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
             check_finite_batch(train_data, current_iter, last_checkpoint)
-            model.feed_data(train_data)
-            model.optimize_parameters(current_iter)
+            with waiting('the training step', current_iter):
+                model.feed_data(train_data)
+                model.optimize_parameters(current_iter)
             check_finite_losses(model.get_current_log(), current_iter, last_checkpoint)
             iter_timer.record()
             if current_iter == 1:
@@ -228,13 +257,22 @@ def _train(root_path: str, argv: Sequence[str] | None, prog: str) -> None:
                 last_checkpoint = _save(model, opt, epoch, current_iter, batches.progress(), logger) or last_checkpoint
             if validating:
                 _validate(model, val_loaders, current_iter, tb_logger, val_opt, logger)
+            if signal_name := preemption.requested():  # every rank agrees: all stop after this iteration
+                if current_iter % save_freq != 0:
+                    last_checkpoint = _save(model, opt, epoch, current_iter, batches.progress(), logger) or last_checkpoint
+                barrier()  # rank 0 has written the files before any rank exits (srun --kill-on-bad-exit)
+                message = (f'{signal_name} at iteration {current_iter}: stopped after saving the training state; '
+                           f'{_resume_hint(opt, argv)}')
+                logger.info(f'Preempted: {message}')
+                raise Preempted(message)
             data_timer.start()
             iter_timer.start()
 
     consumed_time = str(datetime.timedelta(seconds=int(time.time() - start_time)))
     logger.info(f'End of training. Time consumed: {consumed_time}')
     logger.info('Save the latest model.')
-    model.save(epoch=-1, current_iter=-1)  # -1 stands for the latest
+    with working('the checkpoint save', current_iter):
+        model.save(epoch=-1, current_iter=-1)  # -1 stands for the latest
     if val_opt is not None:
         _validate(model, val_loaders, current_iter, tb_logger, val_opt, logger)
     if tb_logger:
@@ -244,7 +282,9 @@ def _train(root_path: str, argv: Sequence[str] | None, prog: str) -> None:
 def _save(model: Any, opt: dict, epoch: int, current_iter: int, progress: Progress, logger: Any):
     """Save the networks and the training state with ``progress``; the pair of files when both exist."""
     logger.info('Saving models and training states.')
-    model.save(epoch, current_iter, progress=_progress_state(progress))
+    progress_state = _progress_state(progress)
+    with working('the checkpoint save', current_iter):
+        model.save(epoch, current_iter, progress=progress_state)
     state = osp.join(opt['path']['training_states'], f'{current_iter}.state')
     if osp.isfile(state):
         return osp.join(opt['path']['models'], f'net_g_{current_iter}.pth'), state
@@ -257,4 +297,5 @@ def _validate(model: Any, val_loaders: list, current_iter: int, tb_logger: Any, 
     if len(val_loaders) > 1:
         logger.warning('Multiple validation datasets are *only* supported by SRModel.')
     for val_loader in val_loaders:  # it draws what BasicSR's validation draws (each loader's iterator: a seed)
-        validate(model, val_loader, current_iter, tb_logger, val_opt.get('save_img', False))
+        with working('the validation', current_iter):
+            validate(model, val_loader, current_iter, tb_logger, val_opt.get('save_img', False))
