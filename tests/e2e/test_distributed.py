@@ -348,32 +348,3 @@ def test_elastic_restart_after_sigkill_in_a_save_loses_nothing(tmp_path):
     assert 'Resuming training from epoch: 0, iter: 2.' in open(logs[-1], encoding='utf-8').read(), out[-3000:]
     assert sorted(os.listdir(osp.join(exp, 'training_states'))) == ['2.state', '4.state', '6.state', '8.state']
     assert same_weights(final, reference)
-
-
-@pytest.mark.slow
-def test_two_agents_restart_after_a_worker_dies_with_a_new_store_per_round(tmp_path):
-    """Two torchrun agents of one process each (two machines' worth), --max-restarts 1, rank 1 SIGKILLed at
-    iteration 5, TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (docs/distributed.md): the group forms again, resumes
-    from iteration 4 and ends with the weights of an uninterrupted run. Run three times: with the agents'
-    shared store most such restarts failed, whichever agent restarted first."""
-    data = make_images(str(tmp_path / 'images'), n=6, size=48)
-    _, reference, _ = _elastic_run(tmp_path, 'plain', data)
-    script = write_dump_script(tmp_path)
-    for attempt in range(3):
-        dump, root = tmp_path / f'dump_two_{attempt}', tmp_path / f'root_two_{attempt}'
-        dump.mkdir()
-        env = cli_env(DUMP_DIR=str(dump), KILL_AT_ITER='1:5', TORCH_DISABLE_SHARE_RDZV_TCP_STORE='1')
-        port = free_port()
-        commands = [([*torchrun('--nnodes', '2', '--nproc_per_node', '1', '--rdzv-backend', 'c10d', '--rdzv-endpoint',
-                                f'127.0.0.1:{port}', '--rdzv-id', f'two{attempt}', '--max-restarts', '1'),
-                      script, 'train', '-opt', train_options(OPTION), '--launcher', 'pytorch', '--auto_resume',
-                      '--root', str(root), '--force_yml',
-                      *_train_overrides(data, **{'train:total_iter': 8, 'val:val_freq': 100})], env)
-                    for _ in range(2)]
-        results = run_together(commands, str(tmp_path), timeout=300)
-        out = '\n'.join(r.stdout for r in results)
-        assert all(r.returncode == 0 for r in results), out[-5000:]
-        logs = sorted(glob.glob(osp.join(root, 'experiments', NAME, 'train_*.log')))
-        assert 'Resuming training from epoch: 1, iter: 4.' in open(logs[-1], encoding='utf-8').read()
-        assert same_weights(load_state(dump / 'final_rank0.pth'), reference), f'attempt {attempt}'
-
