@@ -310,7 +310,9 @@ def lost_peer_error(err: BaseException) -> PeerLostError | None:
     if watchdog is None or not is_comm_failure(err):
         return None
     what, _ = watchdog.diagnosis(settle=watchdog.stale + watchdog.interval)
-    reason = ' '.join(str(err).split('\n')[0].split())[:160]
+    import re
+
+    reason = re.sub(r'^\[[^\]]*\]\s*', '', ' '.join(str(err).split('\n')[0].split()))[:160]  # no source location
     error = PeerLostError(watchdog.message(f'a collective failed ({reason}): {what}'))
     if watchdog.log is not None:
         watchdog.log(str(error))

@@ -276,4 +276,4 @@ def run_case(case: str, folder: str, data: str, reference: dict, tag: str | None
                                                                                     for a in resumed), codes)
     if not same_weights(load_state(final), reference):
         return Outcome(case, 'wrong', seconds, 'the resumed run ended with other weights', codes)
-    return Outcome(case, 'stopped', seconds, lines[-1].strip()[:300], codes)
+    return Outcome(case, 'stopped', seconds, lines[-1].strip(), codes)
