@@ -239,12 +239,14 @@ def barrier() -> None:
             dist.barrier()
 
 
-def watch_collectives(timeout: float | None = None, resume_hint: Any = None, log: Any = None) -> Watchdog | None:
+def watch_collectives(opt: dict, resume_hint: Any = None, log: Any = None) -> Watchdog | None:
     """Start this rank's collective watchdog (:mod:`converse_plugin.engine.watchdog`); None without a process
-    group. A rank whose wait exceeds ``timeout`` (``dist_params: timeout``, else ``CONVERSE_DIST_TIMEOUT``, else
-    120 s) stops when another rank does not answer; when all are alive, after the collective timeout."""
+    group. A rank whose wait exceeds ``dist_params: timeout`` (else ``CONVERSE_DIST_TIMEOUT``, else 120 s) stops
+    when another rank does not answer; when all are alive, after the collective timeout."""
     if not is_distributed():
         return None
+    dist_params = opt.get('dist_params')  # checked by parse_options in every distributed run
+    timeout = dist_params.get('timeout') if isinstance(dist_params, dict) else None
     import uuid
 
     token = broadcast_object(uuid.uuid4().hex)  # this group's keys (a shared store keeps earlier rounds')

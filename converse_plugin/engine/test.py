@@ -49,7 +49,7 @@ def _test(root_path: str, argv: Sequence[str] | None) -> None:
 
     make_exp_dirs(opt)
     logger = start_log(opt, 'test', notes)
-    watch_collectives((opt.get('dist_params') or {}).get('timeout'), log=logger.error,
+    watch_collectives(opt, log=logger.error,
                       resume_hint=lambda: 'run the same command again')
 
     test_loaders = []

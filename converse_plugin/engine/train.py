@@ -157,14 +157,12 @@ def train_pipeline(root_path: str, argv: Sequence[str] | None = None, prog: str 
 def _resume_hint(opt: dict, argv: Sequence[str]) -> str:
     """Where the run can continue from and the command that continues it (for a run that stops early)."""
     import os
-    import re
     import shlex
 
-    folder = opt['path'].get('training_states') or ''
-    states = sorted((int(m.group(1)), name) for name in (os.listdir(folder) if osp.isdir(folder) else ())
-                    if (m := re.fullmatch(r'(\d+)\.state', name)))
-    where = (f'the last complete training state is {osp.join(folder, states[-1][1])}' if states
-             else 'no training state was saved yet')
+    from converse_plugin.io.checkpoint import training_states
+
+    states = training_states(opt['path'].get('training_states') or '')
+    where = f'the last complete training state is {states[0]}' if states else 'no training state was saved yet'
     args = list(argv) if '--auto_resume' in argv else [*argv, '--auto_resume']
     launcher = 'torchrun ... ' if os.environ.get('TORCHELASTIC_RUN_ID') else ('srun ' if opt.get('dist') and
                                                                              os.environ.get('SLURM_JOB_ID') else '')
@@ -197,7 +195,7 @@ def _train(root_path: str, argv: Sequence[str] | None, prog: str, preemption: Pr
     if opt['rank'] == 0:
         copy_option_file(args.opt, opt['path']['experiments_root'], ' '.join([prog, *argv]))
     logger = start_log(opt, 'train', notes)
-    watch_collectives((opt.get('dist_params') or {}).get('timeout'), lambda: _resume_hint(opt, argv), logger.error)
+    watch_collectives(opt, lambda: _resume_hint(opt, argv), logger.error)
     for level, message in early_log:
         getattr(logger, level)(message)
     if opt['rank'] == 0 and (warning := shared_store_warning()):

@@ -35,7 +35,7 @@ from converse_plugin.errors import CheckpointError, CheckpointNotFoundError, fir
 __all__ = ['atomic_write', 'atomic_save', 'load_checkpoint', 'load_training_state', 'load_network_params',
            'load_state_dict_file', 'select_params', 'strip_module_prefix', 'save_state_dict_file', 'is_safetensors',
            'read_safetensors_metadata', 'state_dict_mismatch', 'mismatch_message', 'check_state_dict',
-           'find_resume_state', 'PARAM_KEYS', 'SLOW_SAVE_ENV', 'SAFETENSORS_SUFFIX']
+           'find_resume_state', 'training_states', 'PARAM_KEYS', 'SLOW_SAVE_ENV', 'SAFETENSORS_SUFFIX']
 
 # BasicSR's entries of a network checkpoint, in the order the automatic rule prefers them
 PARAM_KEYS = ('params_ema', 'params')
@@ -330,6 +330,15 @@ def _iteration(name: str) -> int | None:
     return int(stem) if stem is not None and stem.isdigit() else None
 
 
+def training_states(folder: str) -> list[str]:
+    """The training states ``<iter>.state`` in ``folder``, newest (highest iteration) first; temporary files of
+    interrupted saves are not among them. Written atomically, each one is complete."""
+    if not osp.isdir(folder):
+        return []
+    states = sorted(((it, name) for name in os.listdir(folder) if (it := _iteration(name)) is not None), reverse=True)
+    return [osp.join(folder, name) for _, name in states]
+
+
 def find_resume_state(folder: str, warn: Callable[[str], None], map_location: Any = 'cpu') -> tuple[str, dict] | None:
     """The newest complete training state ``<iter>.state`` in ``folder``, loaded, or None.
 
@@ -337,12 +346,7 @@ def find_resume_state(folder: str, warn: Callable[[str], None], map_location: An
     training state) is skipped with ``warn(message)`` naming it. Temporary files of interrupted saves
     (``.<name>.<pid>.tmp``) are ignored.
     """
-    if not osp.isdir(folder):
-        return None
-    states = sorted(((it, name) for name in os.listdir(folder) if (it := _iteration(name)) is not None),
-                    reverse=True)
-    for _, name in states:
-        path = osp.join(folder, name)
+    for path in training_states(folder):
         try:
             return path, load_training_state(path, map_location)
         except CheckpointError as err:
