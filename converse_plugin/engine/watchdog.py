@@ -42,9 +42,9 @@ __all__ = ['Watchdog', 'PeerLostError', 'waiting', 'working', 'start_watchdog', 
 
 _PREFIX = 'converse_plugin/watchdog'
 # what gloo, NCCL and the TCP store say when a peer is gone or a collective timed out
-_COMM_FAILURES = ('connection reset', 'connection closed', 'broken pipe', 'timed out', 'timeout', 'socket',
-                  'ncclremoteerror', 'ncclsystemerror', 'communicator was aborted', 'peer', 'closed by',
-                  'connection refused', 'no route to host', 'end of file', 'unexpected eof')
+_COMM_FAILURES = ('connection reset', 'connection closed', 'closed by peer', 'broken pipe', 'timed out waiting',
+                  'gloo', 'nccl', 'communicator was aborted', 'connection refused', 'no route to host',
+                  'unexpected eof')
 
 
 class PeerLostError(UserError, RuntimeError):

@@ -112,6 +112,7 @@ def test_communication_failures_are_recognised():
     assert wd.is_comm_failure(RuntimeError('[pair.cc:545] Read error [127.0.0.1]:1: Connection reset by peer'))
     assert wd.is_comm_failure(RuntimeError('Timed out waiting 15000ms for recv operation to complete'))
     assert not wd.is_comm_failure(RuntimeError('mat1 and mat2 shapes cannot be multiplied'))
+    assert not wd.is_comm_failure(RuntimeError('DataLoader timed out after 5 seconds'))
     assert not wd.is_comm_failure(ValueError('Connection reset'))
     assert wd.lost_peer_error(RuntimeError('Connection reset by peer')) is None  # no watchdog running
 
