@@ -69,8 +69,10 @@ def test_watchdog_names_the_rank_that_stopped(tmp_path):
         lines = [line for line in out.splitlines() if line.startswith('basicsr train: error:')]
         assert len(lines) == 1, out[-3000:]
         line = lines[0]
-        assert 'rank 0 stopped at the training step of iteration 5: waited' in line, line
-        assert 'the timeout is 6 s' in line and 'rank 1 did not answer' in line, line
+        # the watchdog's wait, or gloo's own timeout where torch keeps the start timeout for gloo (torch 2.8)
+        assert ('rank 0 stopped at the training step of iteration 5: waited' in line and 'the timeout is 6 s' in line
+                or 'rank 0 stopped at the training step of iteration 5: a collective failed (Timed out' in line), line
+        assert 'rank 1 did not answer' in line, line
         assert 'training_states/4.state' in line and '--auto_resume' in line, line
         assert 'Traceback' not in out, out[-3000:]
         assert procs[1].poll() is None  # still stopped: the watchdog did not wait for it
