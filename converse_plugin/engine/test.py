@@ -16,7 +16,7 @@ from converse_plugin.engine.html_report import run_report_hook
 from converse_plugin.engine.logs import start_log
 from converse_plugin.engine.options import parse_options
 from converse_plugin.engine.validate import validate_options
-from converse_plugin.engine.watchdog import lost_peer_error, working
+from converse_plugin.engine.watchdog import peer_failures_reported, working
 
 __all__ = ['test_pipeline']
 
@@ -26,12 +26,8 @@ def test_pipeline(root_path: str, argv: Sequence[str] | None = None) -> None:
     ``sys.argv[1:]``); logs and images under ``<--root or root_path>/results/<name>/``. On the CPU, glibc keeps
     freed memory for the next image (``val: cpu_allocator``, :mod:`converse_plugin.engine.allocator`).
     Raises :class:`~converse_plugin.errors.UserError` for anything a user can fix."""
-    try:
+    with peer_failures_reported():  # another rank gone: one line, not a traceback
         _test(root_path, argv)
-    except RuntimeError as err:  # a collective that failed because another rank is gone: one line, not a traceback
-        if (lost := lost_peer_error(err)) is None:
-            raise
-        raise lost from None
 
 
 def _test(root_path: str, argv: Sequence[str] | None) -> None:

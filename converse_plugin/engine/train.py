@@ -49,7 +49,7 @@ from converse_plugin.engine.preemption import Preempted, Preemption
 from converse_plugin.engine.resume import load_resume_state
 from converse_plugin.engine.rng import capture_rng_state, restore_rng_state
 from converse_plugin.engine.validate import validate_options
-from converse_plugin.engine.watchdog import lost_peer_error, waiting, working
+from converse_plugin.engine.watchdog import peer_failures_reported, waiting, working
 from converse_plugin.errors import OptionError
 from converse_plugin.registries import uses_plugin_types
 
@@ -145,13 +145,8 @@ def train_pipeline(root_path: str, argv: Sequence[str] | None = None, prog: str 
     ``root_path``. Raises :class:`~converse_plugin.errors.UserError` for anything a user can fix (among them
     :class:`~converse_plugin.engine.watchdog.PeerLostError`: another rank died or stopped answering) and
     :class:`~converse_plugin.engine.preemption.Preempted` after a preemption signal and its checkpoint."""
-    try:
-        with preserved_denormal_mode(), Preemption().installed() as preemption:
-            _train(root_path, argv, prog, preemption)
-    except RuntimeError as err:  # a collective that failed because another rank is gone: one line, not a traceback
-        if (lost := lost_peer_error(err)) is None:
-            raise
-        raise lost from None
+    with peer_failures_reported(), preserved_denormal_mode(), Preemption().installed() as preemption:
+        _train(root_path, argv, prog, preemption)
 
 
 def _resume_hint(opt: dict, argv: Sequence[str]) -> str:

@@ -32,13 +32,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 from converse_plugin.errors import UserError
 
 __all__ = ['Watchdog', 'PeerLostError', 'waiting', 'working', 'start_watchdog', 'stop_watchdog', 'lost_peer_error',
-           'active_watchdog', 'classify', 'Heartbeat', 'stopped_message']
+           'active_watchdog', 'classify', 'Heartbeat', 'stopped_message', 'peer_failures_reported']
 
 _PREFIX = 'converse_plugin/watchdog'
 # what gloo, NCCL and the TCP store say when a peer is gone or a collective timed out
@@ -159,8 +159,12 @@ class Watchdog:
             self._connect().set(self._key(self.rank), json.dumps(record))
             self._last_store_error = None
         except Exception as err:  # the store's host is stopped or gone: remembered for the message
-            self._store = None
-            self._last_store_error = ' '.join(str(err).split())[:200]
+            self._store_failed(err)
+
+    def _store_failed(self, err: Exception) -> None:
+        """Forget the client (the next use reconnects) and remember why, for the message."""
+        self._store = None
+        self._last_store_error = ' '.join(str(err).split())[:200]
 
     def heartbeats(self) -> dict[int, Heartbeat | None] | None:
         """Every rank's last heartbeat (None for a rank without one), or None when the store does not answer."""
@@ -177,8 +181,7 @@ class Watchdog:
                                         data['iteration'], data['waits'], data['since'])
             return beats
         except Exception as err:
-            self._store = None
-            self._last_store_error = ' '.join(str(err).split())[:200]
+            self._store_failed(err)
             return None
 
     # ---------------------------------------------------------------- diagnosis
@@ -271,24 +274,18 @@ def stop_watchdog() -> None:
         _active = None
 
 
-@contextmanager
-def waiting(what: str, iteration: int | None = None) -> Iterator[None]:
+def _phase(what: str, iteration: int | None, waits: bool) -> AbstractContextManager:
+    return nullcontext() if _active is None else _active.phase(what, iteration, waits)
+
+
+def waiting(what: str, iteration: int | None = None) -> AbstractContextManager:
     """This rank waits for the others here (a collective); the watchdog bounds the wait. A no-op without one."""
-    if _active is None:
-        yield
-        return
-    with _active.phase(what, iteration, waits=True):
-        yield
+    return _phase(what, iteration, waits=True)
 
 
-@contextmanager
-def working(what: str, iteration: int | None = None) -> Iterator[None]:
+def working(what: str, iteration: int | None = None) -> AbstractContextManager:
     """This rank works on its own here (the others may wait for it). A no-op without a watchdog."""
-    if _active is None:
-        yield
-        return
-    with _active.phase(what, iteration, waits=False):
-        yield
+    return _phase(what, iteration, waits=False)
 
 
 def is_comm_failure(err: BaseException) -> bool:
@@ -332,3 +329,15 @@ def stopped_message(signal_name: str) -> str:
     if watchdog.log is not None:
         watchdog.log(error)
     return error
+
+
+@contextmanager
+def peer_failures_reported() -> Iterator[None]:
+    """A collective that fails because another rank is gone leaves the block as :class:`PeerLostError` (one
+    line, :func:`lost_peer_error`); any other exception as it is."""
+    try:
+        yield
+    except RuntimeError as err:
+        if (lost := lost_peer_error(err)) is None:
+            raise
+        raise lost from None
